@@ -1,0 +1,217 @@
+"""Streaming writers for tracker output: palette PNGs, an overlay video, COCO RLE JSON Lines.
+
+Every writer has ``write(index, frame, label_map)`` and ``close()`` and is a context manager. ``index`` is the 0-based
+frame index, ``frame`` the RGB ``uint8 (H, W, 3)`` input frame (used by :class:`OverlayWriter` only; the others accept
+None), ``label_map`` the ``uint8 (H, W)`` ids (0 = background). Each frame is written when it comes, so an interrupted
+run keeps every completed frame.
+"""
+from __future__ import annotations
+
+import json
+import os
+from abc import ABC, abstractmethod
+from fractions import Fraction
+from pathlib import Path
+from typing import Optional, Tuple
+
+import numpy as np
+
+from vos.errors import InputError, OutputError
+from vos.io.masks import DAVIS_PALETTE, PathLike, as_label_map, save_palette_png
+
+#: Frame rate of the overlay video when the input has none (a folder of images).
+DEFAULT_FPS = 25.0
+
+
+def _make_dir(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"{folder}: cannot create the output folder: {err}") from None
+
+
+class _Writer(ABC):
+    @abstractmethod
+    def write(self, index: int, frame: Optional[np.ndarray], label_map: np.ndarray) -> None:
+        """Write frame ``index``."""
+
+    def close(self) -> None:
+        """Finish the output (idempotent)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        self.close()
+
+
+class PaletteWriter(_Writer):
+    """DAVIS-style result folder: ``out_dir/00000.png``, ``00001.png``, ... (5-digit frame index), mode-P PNGs with
+    the DAVIS palette, each written atomically (temporary file + rename)."""
+
+    def __init__(self, out_dir: PathLike):
+        self.out_dir = Path(out_dir)
+        _make_dir(self.out_dir)
+
+    def path(self, index: int) -> Path:
+        """The PNG file of frame ``index``."""
+        return self.out_dir / f"{index:05d}.png"
+
+    def write(self, index: int, frame: Optional[np.ndarray], label_map: np.ndarray) -> None:
+        save_palette_png(self.path(index), label_map)
+
+
+def draw_overlay(frame: np.ndarray, label_map: np.ndarray) -> np.ndarray:
+    """``frame`` (RGB ``uint8 (H, W, 3)``) with each object blended 50/50 with its DAVIS palette colour and outlined.
+
+    The outline is 2 px wide: the pixels on both sides of every label change (object/background or object/object),
+    in the colour of the larger id there.
+    """
+    import cv2
+
+    colours = DAVIS_PALETTE[label_map]
+    out = frame.copy()
+    objects = label_map > 0
+    out[objects] = (frame[objects].astype(np.uint16) + colours[objects] + 1) // 2
+    kernel = np.ones((3, 3), np.uint8)
+    high = cv2.dilate(label_map, kernel)
+    edge = high != cv2.erode(label_map, kernel)
+    out[edge] = DAVIS_PALETTE[high[edge]]
+    return out
+
+
+class OverlayWriter(_Writer):
+    """An H.264 (yuv420p) MP4 of the frames with the objects drawn on them (:func:`draw_overlay`).
+
+    ``size`` is the frames' ``(height, width)``. yuv420p needs even sizes: an odd height or width is padded by one
+    row/column repeating the last one, so no pixel of the input is lost. ``fps`` None means :data:`DEFAULT_FPS`.
+    Frames are encoded as they come into ``path + ".part"``, which is renamed to ``path`` by :meth:`close`. When the
+    ``with`` block ends with an exception the video is finalised but kept as ``.part`` (playable, nothing lost).
+    Frame ``index`` is shown at ``index / fps`` seconds; indices must increase.
+    """
+
+    def __init__(self, path: PathLike, fps: Optional[float], size: Tuple[int, int]):
+        import av
+
+        self._av = av
+        self.path = Path(path)
+        self.part_path = Path(f"{self.path}.part")
+        if self.path.suffix.lower() != ".mp4":
+            raise OutputError(f"{self.path}: the overlay video must be an .mp4 file")
+        fps = DEFAULT_FPS if fps is None else float(fps)
+        if not fps > 0:
+            raise InputError(f"{self.path}: the frame rate must be positive, got {fps}")
+        self.size = (int(size[0]), int(size[1]))
+        height, width = self.size
+        _make_dir(self.path.parent)
+        try:
+            self._container = av.open(str(self.part_path), "w", format="mp4")
+        except (av.error.FFmpegError, OSError) as err:
+            raise OutputError(f"{self.part_path}: cannot create the overlay video: {err}") from None
+        self._stream = self._container.add_stream("h264", rate=Fraction(fps).limit_denominator(1001),
+                                                  options={"crf": "20", "preset": "veryfast"})
+        self._stream.height, self._stream.width = height + height % 2, width + width % 2
+        self._stream.pix_fmt = "yuv420p"
+        self._last_index = -1
+        self._open = True
+
+    def write(self, index: int, frame: Optional[np.ndarray], label_map: np.ndarray) -> None:
+        label_map = as_label_map(label_map, self.path)
+        if frame is None or frame.shape != (*self.size, 3) or frame.dtype != np.uint8 or label_map.shape != self.size:
+            got = None if frame is None else f"{frame.shape} {frame.dtype}"
+            raise InputError(f"{self.path}: frame {index}: expected an RGB uint8 frame and a label map of "
+                             f"{self.size[1]}x{self.size[0]} (WxH), got frame {got}, label map {label_map.shape}")
+        if index <= self._last_index:
+            raise InputError(f"{self.path}: frame {index} comes after frame {self._last_index}: indices must increase")
+        image = draw_overlay(frame, label_map)
+        height, width = self.size
+        if height % 2 or width % 2:
+            image = np.pad(image, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+        video_frame = self._av.VideoFrame.from_ndarray(image, format="rgb24")
+        video_frame.pts = index
+        self._encode(video_frame)
+        self._last_index = index
+
+    def _encode(self, video_frame) -> None:
+        """Encode one frame (None flushes the encoder) and mux the packets."""
+        try:
+            for packet in self._stream.encode(video_frame):
+                self._container.mux(packet)
+        except (self._av.error.FFmpegError, OSError) as err:
+            raise OutputError(f"{self.part_path}: cannot write the overlay video: {err}") from None
+
+    def _finish(self) -> None:
+        self._open = False
+        try:
+            self._encode(None)
+        finally:
+            self._container.close()
+
+    def close(self) -> None:
+        """Flush the encoder, finalise the MP4 and rename ``.part`` to the final name."""
+        if self._open:
+            self._finish()
+            os.replace(self.part_path, self.path)
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc_type is None:
+            self.close()
+        elif self._open:
+            self._finish()
+
+
+class RleWriter(_Writer):
+    """JSON Lines of COCO RLE masks, one line per frame:
+    ``{"frame": i, "objects": {"<id>": {"size": [H, W], "counts": "<compressed RLE>"}}}``.
+
+    Only the ids present in the frame are listed. Each line is flushed and fsync'ed. ``resume_from=k`` keeps the
+    existing lines before the first record of a frame >= k (and before a line cut short by a crash), drops the rest,
+    and appends after them; without it the file is started afresh.
+    """
+
+    def __init__(self, path: PathLike, resume_from: Optional[int] = None):
+        self.path = Path(path)
+        _make_dir(self.path.parent)
+        try:
+            if resume_from is not None and self.path.exists():
+                os.truncate(self.path, self._kept_bytes(resume_from))
+            self._file = open(self.path, "a" if resume_from is not None else "w", encoding="utf-8")
+        except OSError as err:
+            raise OutputError(f"{self.path}: cannot open the RLE file: {err}") from None
+
+    def _kept_bytes(self, resume_from: int) -> int:
+        """Length of the leading complete records with a frame index below ``resume_from``."""
+        kept = 0
+        with open(self.path, "rb") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.endswith(b"\n"):
+                    break
+                try:
+                    frame = int(json.loads(line)["frame"])
+                except (ValueError, KeyError, TypeError):
+                    raise OutputError(f"{self.path}: line {number} is not an RLE record; cannot resume") from None
+                if frame >= resume_from:
+                    break
+                kept += len(line)
+        return kept
+
+    def write(self, index: int, frame: Optional[np.ndarray], label_map: np.ndarray) -> None:
+        from pycocotools import mask as mask_utils
+
+        label_map = as_label_map(label_map, self.path)
+        counts = np.bincount(label_map.ravel(), minlength=256)
+        fortran = np.asfortranarray(label_map)
+        objects = {}
+        for object_id in np.flatnonzero(counts[1:]) + 1:
+            rle = mask_utils.encode((fortran == object_id).view(np.uint8))
+            objects[str(object_id)] = {"size": [int(n) for n in rle["size"]], "counts": rle["counts"].decode("ascii")}
+        line = json.dumps({"frame": int(index), "objects": objects}, separators=(",", ":")) + "\n"
+        try:
+            self._file.write(line)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as err:
+            raise OutputError(f"{self.path}: cannot write frame {index}: {err}") from None
+
+    def close(self) -> None:
+        self._file.close()
