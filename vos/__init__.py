@@ -1,0 +1,26 @@
+"""vos: one-shot video object segmentation and tracking with Segment Anything (PerSAM, PerSAM-F).
+
+Public names are imported on first use (PEP 562), so ``import vos.eval.davis`` does not import torch: the DAVIS
+evaluation also runs where torch is not installed.
+"""
+from importlib import import_module
+
+from vos.errors import VosError
+
+__version__ = "0.1.0"
+_LAZY = {"read_video": "vos.io", "load_sam": "vos.models", "PerSAM": "vos.persam", "PerSAMF": "vos.persam",
+         "PerSAMResult": "vos.persam", "Tracker": "vos.trackers", "FrameResult": "vos.trackers"}
+__all__ = ["Tracker", "FrameResult", "PerSAM", "PerSAMF", "PerSAMResult", "load_sam", "read_video", "VosError",
+           "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'vos' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,74 @@
+"""``eval_davis``: DAVIS 2017 semi-supervised J&F of a results folder, with the official CSVs and a bar chart."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Optional, Sequence
+
+from vos.errors import OutputError
+from vos.eval.davis import DavisResult, evaluate_davis, format_table, plot_sequences, write_csvs
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eval_davis",
+        description="Evaluate DAVIS 2017 semi-supervised predictions exactly as the official davis2017-evaluation "
+                    "tool: J (IoU) and F (boundary) per object, Mean/Recall/Decay, first and last frame not scored. "
+                    "Always recomputes (existing CSVs are overwritten, never reused); writes "
+                    "global_results-<set>.csv, per-sequence_results-<set>.csv and per-sequence_JF-<set>.png. "
+                    "A prediction set the official tool rejects (missing PNG, unknown id, wrong size) gives one "
+                    "'error:' line, exit status 2 and no CSV.")
+    parser.add_argument("--davis-root", required=True, metavar="D",
+                        help="DAVIS 2017 root holding Annotations/<resolution>/ and ImageSets/2017/ "
+                             "(JPEGImages/ is not needed)")
+    parser.add_argument("--results", required=True, metavar="R",
+                        help="predictions: R/<sequence>/<frame>.png, palette or 8-bit grayscale PNGs whose pixel "
+                             "values are object ids, named like the ground-truth annotations")
+    parser.add_argument("--set", default="val", help="sequence list ImageSets/2017/<set>.txt. Default: %(default)s")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="folder for the CSVs and the chart (created if needed). Default: the results folder, "
+                             "as the official tool does")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="processes evaluating sequences in parallel (results do not depend on it). "
+                             "Default: %(default)s")
+    parser.add_argument("--sequences", default=None, metavar="A,B",
+                        help="comma-separated subset of the set's sequences to evaluate, in this order "
+                             "(default: every sequence of the set, in file order)")
+    parser.add_argument("--resolution", default="480p", choices=("480p", "Full-Resolution"),
+                        help="annotation folder under Annotations/. Default: %(default)s (the official tool's only "
+                             "choice)")
+    parser.add_argument("--no-progress", action="store_true", 
+                        help="do not show the progress bar (it is only shown when stderr is a terminal)")
+    return parser
+
+
+def evaluate_and_report(davis_root: Path, results: Path, out_dir: Path, set: str = "val",
+                        sequences: Optional[Sequence[str]] = None, workers: int = 1, resolution: str = "480p",
+                        progress: bool = True) -> DavisResult:
+    """Evaluate ``results`` and write both CSVs and the chart into ``out_dir``; print the tables.
+
+    Nothing is written unless the whole prediction set is accepted.
+    """
+    result = evaluate_davis(davis_root, results, set=set, sequences=sequences, workers=workers, progress=progress,
+                            resolution=resolution)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"{out_dir}: cannot create output folder ({err})") from err
+    csvs = write_csvs(result, out_dir, set)
+    chart = plot_sequences(result, out_dir / f"per-sequence_JF-{set}.png")
+    print(format_table(result))
+    print()
+    for path in (*csvs, chart):
+        print(f"wrote {path}")
+    return result
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    sequences = [s.strip() for s in args.sequences.split(",") if s.strip()] if args.sequences else None
+    results = Path(args.results)
+    out_dir = Path(args.out) if args.out else results
+    evaluate_and_report(Path(args.davis_root), results, out_dir, set=args.set, sequences=sequences,
+                        workers=args.workers, resolution=args.resolution, progress=not args.no_progress)
+    return 0
