@@ -119,6 +119,10 @@ def _video_inputs(case_dir: Path):
     return [read_png(p) for p in frames], read_png(case_dir / "inputs" / "gt_labels" / "00000.png")
 
 
+def _boxes(label_map: np.ndarray, ids) -> np.ndarray:
+    return np.stack([prior.mask_box(label_map == oid) for oid in ids])
+
+
 def _label_map(logits: torch.Tensor, ids) -> np.ndarray:
     stack = np.concatenate([np.zeros((1,) + tuple(logits.shape[1:]), np.float32), logits.cpu().numpy()])
     return np.asarray([0] + list(ids), np.uint8)[stack.argmax(0)]
@@ -165,8 +169,8 @@ def check_video(sam, case_dir: Path, method: str, st: Stages):
     for i in range(1, len(frames)):
         record = meta["frames"][i - 1]
         trace: list = []
-        logits = video_step(sam, encode_image(sam, frames[i]), targets, [previous == oid for oid in ids], config,
-                            weights, trace=trace)
+        logits = video_step(sam, encode_image(sam, frames[i]), targets, _boxes(previous, ids), config, weights,
+                            trace=trace).logits
         for j, (t, exp) in enumerate(zip(trace, record["objects"])):
             tag = f"frame{i} obj{j}"
             size = t["final_logits"].numel()
@@ -210,8 +214,7 @@ def check_video_true_largest(sam, case_dir: Path, st: Stages):
     for i in range(1, len(frames)):
         previous = gt0 if i == 1 else read_png(out / "pred_labels" / f"{i - 1:05d}.png")
         trace: list = []
-        video_step(sam, encode_image(sam, frames[i]), targets, [previous == oid for oid in ids], config,
-                   trace=trace)
+        video_step(sam, encode_image(sam, frames[i]), targets, _boxes(previous, ids), config, trace=trace)
         for j, (t, exp) in enumerate(zip(trace, meta["frames"][i - 1]["objects"])):
             st.exact(f"frame{i} obj{j} prompt points", t["points"], exp["prompt_points_xy"])
             st.exact(f"frame{i} obj{j} pass A true largest", t["step1_chosen"],

@@ -118,16 +118,23 @@ def mask_box(mask: np.ndarray) -> np.ndarray:
     return np.array([xs.min(), ys.min(), xs.max(), ys.max()])
 
 
-def expanded_box(mask: np.ndarray, margin: int = 10) -> Tuple[np.ndarray, np.ndarray]:
-    """Video box prompt (§5): tight extent expanded by ``margin`` px, lower ends clamped to 0 and upper ends to
-    W / H (one past the last pixel); plus the box centre ``(x, y)`` (integer floor). ``mask`` must be non-empty."""
-    height, width = mask.shape
-    rows, cols = np.any(mask, axis=1), np.any(mask, axis=0)
-    y0, y1 = np.nonzero(rows)[0][[0, -1]]
-    x0, x1 = np.nonzero(cols)[0][[0, -1]]
+def expand_box(box: np.ndarray, hw: Tuple[int, int], margin: int = 10) -> Tuple[np.ndarray, np.ndarray]:
+    """Video box prompt (§5) from a tight box ``[x0, y0, x1, y1]``: expanded by ``margin`` px, lower ends clamped to
+    0 and upper ends to W / H (one past the last pixel, as the reference does); plus the expanded box's centre
+    ``(x, y)`` (integer floor)."""
+    height, width = hw
+    x0, y0, x1, y1 = (int(v) for v in box)
     x0 = 0 if x0 - margin <= 0 else x0 - margin
     y0 = 0 if y0 - margin <= 0 else y0 - margin
     x1 = width if x1 + margin >= width else x1 + margin
     y1 = height if y1 + margin >= height else y1 + margin
-    box = np.array([x0, y0, x1, y1])
-    return box, np.array([(x0 + x1) // 2, (y0 + y1) // 2])
+    return np.array([x0, y0, x1, y1]), np.array([(x0 + x1) // 2, (y0 + y1) // 2])
+
+
+def label_boxes(label_map: np.ndarray, ids) -> dict:
+    """Tight boxes ``{id: [x0, y0, x1, y1]}`` of the given ids in a ``uint8 H×W`` label map (``None`` if absent)."""
+    boxes = {}
+    for obj_id in ids:
+        mask = label_map == obj_id
+        boxes[obj_id] = mask_box(mask) if mask.any() else None
+    return boxes

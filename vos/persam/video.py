@@ -50,15 +50,16 @@ def object_target(sam: nn.Module, emb: ImageEmbedding, mask: np.ndarray, what: s
     return prior.max_mean_target(prior.reference_cells(emb.features, grid, what))
 
 
-def _prompts(sim: torch.Tensor, box_masks: Sequence[np.ndarray], k: int, margin: int):
-    """Points ``B×(k+1)×2`` (top-k + box centre), labels, expanded boxes ``B×4`` for B objects."""
-    points, boxes = [], []
-    for s, m in zip(sim, box_masks):
-        box, centre = prior.expanded_box(m, margin)
-        points.append(np.concatenate([prior.top_points(s, k), centre[None]]))
-        boxes.append(box)
-    points = np.stack(points)
-    return points, np.ones(points.shape[:2], dtype=np.int64), np.stack(boxes)
+def _prompts(sim: torch.Tensor, boxes: Optional[np.ndarray], k: int, margin: int):
+    """Points ``B×N×2`` (top-k, plus the expanded box's centre when there are boxes), labels ``B×N`` (all 1) and
+    expanded boxes ``B×4`` (``None`` without boxes) for B objects with tight ``boxes`` ``B×4``."""
+    points = np.stack([prior.top_points(s, k) for s in sim])
+    expanded = None
+    if boxes is not None:
+        pairs = [prior.expand_box(b, tuple(sim.shape[-2:]), margin) for b in boxes]
+        expanded = np.stack([p[0] for p in pairs])
+        points = np.concatenate([points, np.stack([p[1] for p in pairs])[:, None]], axis=1)
+    return points, np.ones(points.shape[:2], dtype=np.int64), expanded
 
 
 @torch.no_grad()
@@ -67,13 +68,21 @@ def fit_object_weights(sam: nn.Module, emb: ImageEmbedding, target: torch.Tensor
                        ) -> FitResult:
     """PerSAM-F video training on frame 0 (spec §5.2): top-1 point + box centre + expanded GT box, 3 outputs."""
     sim_grid, sim = prior.similarity(sam, target, prior.normalized_cells(emb.features), emb)
-    points, labels, boxes = _prompts(sim, [mask], 1, config.box_margin)
+    points, labels, boxes = _prompts(sim, prior.mask_box(mask)[None], 1, config.box_margin)
     out = decode(sam, emb, points, labels, boxes=boxes, multimask=True)
     logits = upscale(sam, emb, out.low_res)[0]
     if trace is not None:
         trace.update(train_sim_grid=sim_grid[0], points=points[0], box=boxes[0], scores=out.scores[0],
                      masks=logits > 0)
     return fit_mask_weights(logits, torch.as_tensor(mask), config.fit_iterations, config.fit_lr, curve_points)
+
+
+@dataclass
+class StepOutput:
+    """``logits``: final high-res logits ``B×H×W``; ``scores``: the decoder's predicted IoU of each final output."""
+
+    logits: torch.Tensor
+    scores: torch.Tensor
 
 
 @dataclass
@@ -120,20 +129,22 @@ def _boxes_of(masks: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def video_step(sam: nn.Module, emb: ImageEmbedding, targets: torch.Tensor, box_masks: Sequence[np.ndarray],
+def video_step(sam: nn.Module, emb: ImageEmbedding, targets: torch.Tensor, boxes: Optional[np.ndarray],
                config: VideoConfig, weights: Optional[torch.Tensor] = None, decoder_batch: int = 1,
-               trace: Optional[List[Dict]] = None) -> torch.Tensor:
-    """One frame for B objects: final high-res logits ``B×H×W`` (object present where > 0).
+               trace: Optional[List[Dict]] = None) -> "StepOutput":
+    """One frame for B objects: final high-res logits ``B×H×W`` (object present where > 0) and scores ``B``.
 
-    ``targets``: ``B×C`` unit targets; ``box_masks``: B non-empty ``bool H×W`` masks the box prompts come from (the
-    objects' regions in the previous label map); ``weights``: ``B×3`` PerSAM-F mixtures (``method="persam_f"``).
+    ``targets``: ``B×C`` unit targets; ``boxes``: ``B×4`` tight boxes ``[x0, y0, x1, y1]`` of the objects in the
+    previous label map (the paper's box prompts, expanded by ``config.box_margin`` and with their centre as an extra
+    point), or ``None`` for no box prompt (re-finding lost objects; an option beyond the paper);
+    ``weights``: ``B×3`` PerSAM-F mixtures (``method="persam_f"``).
     When a pass leaves an object with an empty mask (so the next box is undefined), the object keeps that pass's
     logits (all ≤ 0: absent this frame) instead of crashing as the reference does.
     ``trace``: a list that receives one dict of intermediates per object (conformance checks).
     """
-    n, everyone = len(box_masks), np.arange(len(box_masks))
+    n, everyone = len(targets), np.arange(len(targets))
     sim_grid, sim = prior.similarity(sam, targets, prior.normalized_cells(emb.features), emb)
-    points, labels, boxes = _prompts(sim, box_masks, config.num_points, config.box_margin)
+    points, labels, boxes = _prompts(sim, boxes, config.num_points, config.box_margin)
     a = _decode_subset(sam, emb, everyone, points, labels, boxes, None, decoder_batch)
     high_a = _upscale(sam, emb, a.low_res, decoder_batch)
     extra: Dict[str, object] = {}
@@ -158,16 +169,19 @@ def video_step(sam: nn.Module, emb: ImageEmbedding, targets: torch.Tensor, box_m
     box_c = _boxes_of(b.high[keep] > 0)
     c = _refine(sam, emb, b.idx[keep], points, labels, box_c, _pick(b.out.low_res, b.chosen)[keep], decoder_batch)
     final[c.idx] = c.high
+    scores = torch.zeros(n)
+    scores[b.idx] = b.out.scores[torch.arange(len(b.idx)), torch.as_tensor(b.chosen, dtype=torch.long)].cpu()
+    scores[c.idx] = c.out.scores[torch.arange(len(c.idx)), torch.as_tensor(c.chosen, dtype=torch.long)].cpu()
     if trace is not None:
         trace.extend(_trace(n, sim_grid, points, boxes, a, high_a, chosen_a, b, c, box_c, final, extra))
-    return final
+    return StepOutput(final, scores)
 
 
 def _trace(n, sim_grid, points, boxes, a, high_a, chosen_a, b, c, box_c, final, extra) -> List[Dict]:
     """Per-object intermediates of :func:`video_step`, named after the conformance fixtures' fields."""
     rows = []
     for j in range(n):
-        t = {"sim_grid": sim_grid[j], "points": points[j], "box": boxes[j], "step1_scores": a.scores[j],
+        t = {"sim_grid": sim_grid[j], "points": points[j], "box": None if boxes is None else boxes[j], "step1_scores": a.scores[j],
              "step1_masks": high_a[j] > 0, "step1_chosen": int(chosen_a[j]), "final_logits": final[j]}
         if extra:
             t.update(weighted_mask=extra["weighted_mask"][j], fallback_used=bool(extra["fallback"][j]))

@@ -1,0 +1,40 @@
+"""The ``vos`` console script: ``vos <command> [options]``; ``vos <command> --help`` explains each command."""
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Optional, Sequence
+
+from vos.cli.common import run
+
+COMMANDS = {
+    "track": ("vos.cli.track", "track the objects of a first-frame mask through a video"),
+    "persam": ("vos.cli.persam", "personalise SAM on one image + mask, segment a folder of photos"),
+    "eval-davis": ("vos.cli.eval_davis", "DAVIS 2017 J&F, identical to the official evaluation"),
+    "eval-perseg": ("vos.cli.eval_perseg", "PerSeg mIoU / bIoU of PerSAM or PerSAM-F"),
+    "eval-oneshot": ("vos.cli.eval_oneshot", "one-shot semantic / part segmentation benchmarks"),
+    "dreambooth": ("vos.cli.dreambooth", "PerSAM-assisted DreamBooth fine-tuning (diffusers)"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: vos <command> [options]", "", "commands:"]
+    lines += [f"  {name:<13} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "vos <command> --help shows the options of a command."]
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    if argv[0] not in COMMANDS:
+        print(f"error: unknown command {argv[0]!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    return run(module.main, argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
