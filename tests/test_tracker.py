@@ -265,3 +265,34 @@ def test_truncated_video_keeps_frames_before_the_damage(tmp_path):
     written = sorted((tmp_path / "out").glob("[0-9]*.png"))
     frame = int(proc.stderr.split("frame ")[1].split()[0].strip(":,"))
     assert len(written) == frame >= 2
+
+
+def test_eval_davis_run_mode_tracks_then_evaluates_and_resumes(tmp_path):
+    """``tools/eval_davis.py --run``: palette PNGs per sequence, both CSVs, the recorded configuration; a second
+    invocation reuses the complete sequence instead of tracking it again."""
+    import shutil
+
+    root = tmp_path / "davis"
+    for kind in ("JPEGImages", "Annotations"):
+        shutil.copytree(DATA / "davis_frames" / kind / "480p" / "kite-surf", root / kind / "480p" / "kite-surf")
+    for jpg in sorted((root / "JPEGImages" / "480p" / "kite-surf").glob("*.jpg"))[4:]:
+        jpg.unlink()
+        (root / "Annotations" / "480p" / "kite-surf" / f"{jpg.stem}.png").unlink()
+    (root / "ImageSets" / "2017").mkdir(parents=True)
+    (root / "ImageSets" / "2017" / "val.txt").write_text("kite-surf\n")
+    out = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "tools" / "eval_davis.py"), "--run", "--davis-root", str(root), "--out",
+           str(out), "--method", "persam", "--no-progress", *MODEL_ARGS]
+    first = subprocess.run(cmd, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    assert sorted(p.name for p in (out / "kite-surf").glob("[0-9]*.png")) == [f"{i:05d}.png" for i in range(4)]
+    assert (out / "global_results-val.csv").read_text().startswith("J&F-Mean,J-Mean,J-Recall")
+    assert (out / "per-sequence_results-val.csv").read_text().splitlines()[1:] and \
+        [line.split(",")[0] for line in (out / "per-sequence_results-val.csv").read_text().splitlines()[1:]] == \
+        ["kite-surf_1", "kite-surf_2", "kite-surf_3"]
+    config = json.loads((out / "vos_config.json").read_text())
+    assert config["sequences"] == ["kite-surf"] and "--method persam" in config["command"]
+    stamp = (out / "kite-surf" / "00003.png").stat().st_mtime_ns
+    second = subprocess.run(cmd, capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr
+    assert (out / "kite-surf" / "00003.png").stat().st_mtime_ns == stamp

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Optional, Sequence
 
-from vos.errors import OutputError
+from vos.cli.common import add_model_args
+from vos.errors import DatasetError, OutputError
 from vos.eval.davis import DavisResult, evaluate_davis, format_table, plot_sequences, write_csvs
 
 
@@ -21,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--davis-root", required=True, metavar="D",
                         help="DAVIS 2017 root holding Annotations/<resolution>/ and ImageSets/2017/ "
                              "(JPEGImages/ is not needed)")
-    parser.add_argument("--results", required=True, metavar="R",
+    parser.add_argument("--results", metavar="R",
                         help="predictions: R/<sequence>/<frame>.png, palette or 8-bit grayscale PNGs whose pixel "
                              "values are object ids, named like the ground-truth annotations")
     parser.add_argument("--set", default="val", help="sequence list ImageSets/2017/<set>.txt. Default: %(default)s")
@@ -37,9 +39,55 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resolution", default="480p", choices=("480p", "Full-Resolution"),
                         help="annotation folder under Annotations/. Default: %(default)s (the official tool's only "
                              "choice)")
-    parser.add_argument("--no-progress", action="store_true", 
+    parser.add_argument("--no-progress", action="store_true",
                         help="do not show the progress bar (it is only shown when stderr is a terminal)")
+    run = parser.add_argument_group(
+        "--run mode: track every sequence first (palette PNGs in --out/<sequence>/, resumable per sequence), then "
+        "evaluate --out; the configuration is recorded in --out/vos_config.json")
+    run.add_argument("--run", action="store_true", help="run the tracker on the set, then evaluate")
+    run.add_argument("--method", choices=("persam", "persam_f"), default="persam_f",
+                     help="tracker method (default: %(default)s)")
+    run.add_argument("--decoder-batch", type=int, metavar="B", help="prompts per decoder call")
+    run.add_argument("--reproduce-reference-quirks", action="store_true",
+                     help="training-free mode: the reference code's 'largest mask' choice (area modulo 256)")
+    add_model_args(parser)
     return parser
+
+
+def run_set(args: argparse.Namespace, out: Path, sequences: Optional[Sequence[str]]) -> None:
+    """Track every sequence of the set into ``out/<sequence>/`` (complete sequences are skipped, partial ones
+    resumed) and record the configuration in ``out/vos_config.json``."""
+    from tqdm import tqdm
+
+    from vos import __version__
+    from vos.cli import track
+    from vos.cli.common import model_from_args
+    from vos.datasets.davis import DavisDataset
+
+    dataset = DavisDataset(args.davis_root, set=args.set, resolution=args.resolution, only=sequences)
+    out.mkdir(parents=True, exist_ok=True)
+    options = ["--method", args.method, "--model", args.model, "--encoder", args.encoder]
+    options += ["--checkpoint", args.checkpoint] if args.checkpoint else []
+    options += ["--device", args.device] if args.device else []
+    options += ["--decoder-batch", str(args.decoder_batch)] if args.decoder_batch else []
+    options += ["--random-weights"] if args.random_weights else []
+    options += ["--reproduce-reference-quirks"] if args.reproduce_reference_quirks else []
+    config = {"vos_version": __version__, "davis_root": str(Path(args.davis_root).resolve()), "set": args.set,
+              "resolution": args.resolution, "sequences": [seq.name for seq in dataset], "track_options": options,
+              "command": f"python tools/eval_davis.py --run --davis-root {args.davis_root} --set {args.set} "
+                         f"--out {out} " + " ".join(options)}
+    (out / "vos_config.json").write_text(json.dumps(config, indent=1) + "\n")
+    sam = model_from_args(args)
+    for seq in tqdm(dataset, unit="sequence", desc="tracking", disable=args.no_progress):
+        seq_out = out / seq.name
+        if seq.image_dir is None:
+            raise DatasetError(f"{Path(args.davis_root) / 'JPEGImages' / args.resolution / seq.name}: frames "
+                               f"missing: --run needs the JPEG frames of every sequence")
+        if seq_out.is_dir() and len(list(seq_out.glob("[0-9]*.png"))) == len(seq):
+            continue
+        argv = ["--video", str(seq.image_dir), "--mask", str(seq.annotation_path(0)), "--out", str(seq_out)]
+        argv += ["--resume"] if (seq_out / track.RUN_FILE).is_file() else []
+        track.run_tracking(track.build_parser().parse_args(argv + options), model=sam, progress=False)
 
 
 def evaluate_and_report(davis_root: Path, results: Path, out_dir: Path, set: str = "val",
@@ -65,8 +113,16 @@ def evaluate_and_report(davis_root: Path, results: Path, out_dir: Path, set: str
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     sequences = [s.strip() for s in args.sequences.split(",") if s.strip()] if args.sequences else None
+    if args.run:
+        if not args.out:
+            parser.error("--run needs --out DIR (where the predictions and the CSVs go)")
+        run_set(args, Path(args.out), sequences)
+        args.results = args.out
+    elif not args.results:
+        parser.error("give --results R (a predictions folder) or --run")
     results = Path(args.results)
     out_dir = Path(args.out) if args.out else results
     evaluate_and_report(Path(args.davis_root), results, out_dir, set=args.set, sequences=sequences,
