@@ -14,9 +14,10 @@ from vos.io import (DAVIS_PALETTE, OverlayWriter, PaletteWriter, RleWriter, draw
                     save_palette_png, validate_first_mask)
 
 DATA = Path(__file__).parent / "data"
-APPLE = DATA / "demo" / "apple.mp4"
-APPLE_MASK = DATA / "demo" / "apple_first_frame_mask.png"
-APPLE_SOFT = DATA / "demo" / "apple_mask_soft.png"
+DEMO = Path(__file__).resolve().parents[1] / "demo"
+APPLE = DEMO / "apple.mp4"
+APPLE_MASK = DEMO / "apple_first_frame_mask.png"
+APPLE_SOFT = DEMO / "apple_mask_soft.png"
 DAVIS = DATA / "davis_frames"
 KITE_FRAMES = DAVIS / "JPEGImages" / "480p" / "kite-surf"
 KITE_MASKS = DAVIS / "Annotations" / "480p" / "kite-surf"

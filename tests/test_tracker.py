@@ -22,11 +22,12 @@ from vos.trackers import Tracker
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"
+DEMO = Path(__file__).resolve().parents[1] / "demo"
 WEIGHTS = IN_REPO / "weights" / "tiny_sam_public.pt"
 KITE = DATA / "davis_frames" / "JPEGImages" / "480p" / "kite-surf"
 KITE_GT = DATA / "davis_frames" / "Annotations" / "480p" / "kite-surf" / "00000.png"
-APPLE = DATA / "demo" / "apple.mp4"
-APPLE_MASK = DATA / "demo" / "apple_first_frame_mask.png"
+APPLE = DEMO / "apple.mp4"
+APPLE_MASK = DEMO / "apple_first_frame_mask.png"
 MODEL_ARGS = ["--model", "tiny", "--checkpoint", str(WEIGHTS), "--encoder", "stock", "--device", "cpu"]
 
 
