@@ -117,7 +117,7 @@ def _track(index: int, frame: np.ndarray, first_label_map: np.ndarray, tracker, 
 
 def _replay(index: int, frame: np.ndarray, done: int, out: Path, writers, tracker) -> None:
     """A frame a resumed run already has: re-render the overlay from its PNG; restore the tracker at the last one."""
-    label = load_label_map(writers[0].path(index))
+    label = load_label_map(writers[-1].path(index))
     for w in writers:
         if isinstance(w, OverlayWriter):
             w.write(index, frame, label)
@@ -146,11 +146,12 @@ def run_tracking(args: argparse.Namespace, model=None, progress: bool = True) ->
                       absence_threshold=args.absence_threshold, refind_lost=args.refind_lost)
     written = 0
     with contextlib.ExitStack() as stack:
-        writers = [stack.enter_context(PaletteWriter(out))]
+        writers = []       # the palette PNG goes last: its presence marks a frame complete in every output
         if args.overlay:
             writers.append(stack.enter_context(OverlayWriter(args.overlay, reader.fps, reader.size)))
         if args.rle:
             writers.append(stack.enter_context(RleWriter(args.rle, resume_from=done if args.resume else None)))
+        writers.append(stack.enter_context(PaletteWriter(out)))
         bar = stack.enter_context(tqdm(total=total, unit="frame", desc=Path(args.video).name, disable=not progress))
         try:
             for index, frame in enumerate(reader):
