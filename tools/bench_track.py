@@ -86,7 +86,7 @@ def speed(args) -> dict:
             rows[f"K{k}"]["wall"].append(w)
             rows[f"K{k}"]["cpu"].append(c)
             present[k].append(sum(1 for s in result.scores.values() if s == s))
-        print(f"frame: " + ", ".join(f"{n} {r['wall'][-1]:.2f}s" for n, r in rows.items()), flush=True)
+        print("frame: " + ", ".join(f"{n} {r['wall'][-1]:.2f}s" for n, r in rows.items()), flush=True)
     med = {n: {m: statistics.median(v) for m, v in r.items()} for n, r in rows.items()}
     kk = f"K{args.objects}"
     return {

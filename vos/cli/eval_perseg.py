@@ -17,7 +17,8 @@ from typing import List, Optional, Sequence, Tuple
 from tqdm import tqdm
 
 from vos.cli.common import add_model_args, model_from_args
-from vos.datasets.perseg import PerSegObject, load_perseg, read_binary_mask, read_rgb
+from vos.datasets.perseg import PerSegObject, load_perseg, read_binary_mask
+from vos.io.images import read_rgb
 from vos.errors import DatasetError, EvaluationError, InputError
 from vos.eval.iou import AGGREGATES, PooledIoU
 from vos.eval.report import check_run_settings, write_mask_png, write_report

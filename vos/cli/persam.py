@@ -15,7 +15,7 @@ from PIL import Image
 
 from vos.cli.common import add_model_args, model_from_args
 from vos.errors import InputError
-from vos.io import draw_overlay, image_files
+from vos.io import draw_overlay, image_files, read_rgb
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,17 +29,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune", action="store_true", help="PerSAM-F: train the two mask weights first")
     add_model_args(p)
     return p
-
-
-def read_rgb(path: Path, what: str) -> np.ndarray:
-    """An image file as RGB ``uint8 H×W×3`` (a clear :class:`InputError` when missing or unreadable)."""
-    try:
-        with Image.open(path) as im:
-            return np.array(im.convert("RGB"))
-    except FileNotFoundError:
-        raise InputError(f"{what} {path} does not exist") from None
-    except OSError as err:
-        raise InputError(f"{what} {path} cannot be read as an image: {err}") from None
 
 
 def read_reference_mask(path: Path) -> np.ndarray:

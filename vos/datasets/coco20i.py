@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from vos.datasets import safe_pickle
-from vos.datasets.perseg import read_rgb
+from vos.io.images import read_rgb
 from vos.errors import DatasetError
 from vos.eval.episodic import Episode, choose_index, episode_rng
 

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from vos.errors import DatasetError, InputError
+from vos.io.images import read_rgb
 
 RESOLUTIONS = ("480p", "Full-Resolution")
 VOID_ID = 255
@@ -30,15 +31,6 @@ def read_label_map(path: Path) -> np.ndarray:
             return np.asarray(img)
     except OSError as err:
         raise DatasetError(f"{path}: cannot read annotation PNG ({err})") from err
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """Decode an image file into RGB ``uint8`` H×W×3."""
-    try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
-    except OSError as err:
-        raise DatasetError(f"{path}: cannot read frame ({err})") from err
 
 
 def _require_dir(path: Path, what: str) -> Path:
@@ -81,7 +73,7 @@ class DavisSequence:
         if self.image_dir is None:
             raise DatasetError(f"{self.annotation_dir}: this DAVIS copy has no JPEGImages folder, so no frames")
         for stem in self.frame_names:
-            yield read_rgb(self.image_dir / f"{stem}.jpg")
+            yield read_rgb(self.image_dir / f"{stem}.jpg", "frame")
 
     def label_map(self, index: int) -> np.ndarray:
         """Ground-truth label map of frame ``index`` as stored (``uint8`` H×W, 255 = void)."""

@@ -22,7 +22,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image
 
-from vos.datasets.perseg import read_rgb
+from vos.io.images import read_rgb
 from vos.errors import DatasetError, InputError
 from vos.eval.episodic import Episode, choose_index, episode_rng
 

@@ -20,7 +20,7 @@ import numpy as np
 import pycocotools.mask as mask_util
 
 from vos.datasets import safe_pickle
-from vos.datasets.perseg import read_rgb
+from vos.io.images import read_rgb
 from vos.errors import DatasetError
 from vos.eval.episodic import Episode, choose_index, episode_rng
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from vos.datasets import safe_pickle
 from vos.datasets.lvis import fold_classes, segmentation_mask
-from vos.datasets.perseg import read_rgb
+from vos.io.images import read_rgb
 from vos.errors import DatasetError
 from vos.eval.episodic import Episode, choose_index, episode_rng
 

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Dict, List, Union
 
 import numpy as np
-from PIL import Image
 
 from vos.errors import DatasetError, InputError
+from vos.io.images import read_rgb
 
 EXPECTED_OBJECTS = 40
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -83,17 +83,6 @@ def load_perseg(root: Union[str, Path]) -> List[PerSegObject]:
         warnings.warn(f"PerSeg at {root} has {len(objects)} objects; the PerSAM paper's dataset has "
                       f"{EXPECTED_OBJECTS}")
     return objects
-
-
-def read_rgb(path: Union[str, Path]) -> np.ndarray:
-    """An image file as ``uint8 H×W×3`` RGB (palette expanded, alpha dropped, grayscale replicated)."""
-    try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
-    except OSError as err:
-        raise InputError(f"{path}: cannot decode image ({err})") from err
 
 
 def luminance_foreground(rgb: np.ndarray) -> np.ndarray:

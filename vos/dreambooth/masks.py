@@ -23,10 +23,11 @@ from typing import Iterable, List, Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from vos.errors import InputError, MaskError, OutputError
+from vos.io.images import read_rgb
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 LATENT_MASK_MODES = ("soft", "binary")
@@ -63,11 +64,7 @@ def list_images(folder: "str | os.PathLike", what: str = "instance") -> List[Pat
 def read_image(path: "str | os.PathLike") -> np.ndarray:
     """Read an image file as uint8 ``H×W×3`` RGB, upright (EXIF orientation applied, as photo viewers show it, so
     masks drawn on the displayed photo fit)."""
-    try:
-        with Image.open(path) as im:
-            return np.array(ImageOps.exif_transpose(im).convert("RGB"))
-    except (OSError, UnidentifiedImageError, ValueError) as err:
-        raise InputError(f"cannot read image {path}: {err}") from None
+    return read_rgb(path, upright=True)
 
 
 def read_mask(path: "str | os.PathLike") -> np.ndarray:

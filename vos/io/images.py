@@ -1,0 +1,25 @@
+"""Still images: one reader for every RGB photo or frame file the tools and dataset loaders open."""
+from __future__ import annotations
+
+import os
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from vos.errors import InputError
+
+
+def read_rgb(path: Union[str, os.PathLike], what: str = "image", upright: bool = False) -> np.ndarray:
+    """An image file as RGB ``uint8 H×W×3`` (palette expanded, alpha dropped, grayscale replicated).
+
+    ``upright``: apply the EXIF orientation first (as photo viewers show the photo). A missing or undecodable file is
+    an :class:`InputError` naming it; ``what`` says what the file is for ("reference image", "frame", …).
+    """
+    try:
+        with Image.open(path) as im:
+            return np.asarray((ImageOps.exif_transpose(im) if upright else im).convert("RGB"))
+    except FileNotFoundError:
+        raise InputError(f"{what} {path} does not exist") from None
+    except (OSError, UnidentifiedImageError, ValueError) as err:
+        raise InputError(f"cannot read {what} {path}: {err}") from None
