@@ -123,3 +123,17 @@ def test_hq_backend_gives_three_corrected_outputs_and_runs_persam():
     f = PerSAMF(sam, iterations=5).set_reference(image, mask)
     f.fit()
     assert f.segment(image).mask.shape == image.shape[:2]
+
+
+def test_dense_positional_encoding_is_cached_until_the_weights_change():
+    from vos.models import build_tiny_sam
+    from vos.persam.decoder import dense_pe
+
+    sam = build_tiny_sam(seed=1)
+    first = dense_pe(sam.prompt_encoder)
+    assert dense_pe(sam.prompt_encoder) is first
+    torch.testing.assert_close(first, sam.prompt_encoder.get_dense_pe(), rtol=0, atol=0)
+    sam.load_state_dict(build_tiny_sam(seed=2).state_dict())
+    again = dense_pe(sam.prompt_encoder)
+    assert again is not first
+    torch.testing.assert_close(again, sam.prompt_encoder.get_dense_pe(), rtol=0, atol=0)

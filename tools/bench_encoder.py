@@ -30,11 +30,10 @@ from typing import Dict, List, Optional, Sequence
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image  # noqa: E402
 
 from vos.errors import InputError, OutputError  # noqa: E402
+from vos.io.images import read_rgb  # noqa: E402
 
 DEFAULT_IMAGE = ROOT / "tests" / "data" / "fast_encoder" / "blackswan_00000.jpg"
 MODELS = ("vit_b", "vit_l", "vit_h", "hq_vit_b", "hq_vit_l", "hq_vit_h", "tiny")
@@ -82,15 +81,11 @@ def build_model(name: str, seed: int) -> torch.nn.Module:
     return sam.eval()
 
 
-def load_input(sam: torch.nn.Module, path: Path) -> torch.Tensor:
-    """``path`` as SAM's encoder input: resized to the encoder's long side, normalised, padded; (1, 3, S, S)."""
+def encoder_input(sam: torch.nn.Module, rgb) -> torch.Tensor:
+    """An RGB ``uint8 H×W×3`` frame as SAM's encoder input: resized to the encoder's long side, normalised, padded;
+    (1, 3, S, S)."""
     from segment_anything.utils.transforms import ResizeLongestSide
 
-    try:
-        with Image.open(path) as im:
-            rgb = np.asarray(im.convert("RGB"))
-    except (OSError, ValueError) as err:
-        raise InputError(f"cannot read image {path}: {err}") from None
     resized = ResizeLongestSide(sam.image_encoder.img_size).apply_image(rgb)
     x = torch.as_tensor(resized).permute(2, 0, 1)[None].float()
     return sam.preprocess(x)
@@ -123,9 +118,10 @@ def _peak_kib() -> int:
 
 def memory_child(args: argparse.Namespace) -> None:
     """Print ``{"peak_rss_increase_mib": …, "method": …}`` for one forward of ``args.memory_child``."""
+    rgb = read_rgb(args.image, "frame")
     sam = build_model(args.model, args.seed)
     set_variant(sam, args.memory_child)
-    x = load_input(sam, args.image)
+    x = encoder_input(sam, rgb)
     with torch.inference_mode():
         try:
             with open("/proc/self/clear_refs", "w") as f:
@@ -157,8 +153,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.runs < 1:
         raise InputError(f"--runs must be at least 1, got {args.runs}")
-    if not args.image.is_file():
-        raise InputError(f"image {args.image} does not exist (pass --image)")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.memory_child:
@@ -166,8 +160,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     from tqdm import tqdm
 
+    rgb = read_rgb(args.image, "frame")
     sam = build_model(args.model, args.seed)
-    x = load_input(sam, args.image)
+    x = encoder_input(sam, rgb)
+    load_before = os.getloadavg()[0]
     wall: Dict[str, List[float]] = {v: [] for v in VARIANTS}
     cpu: Dict[str, List[float]] = {v: [] for v in VARIANTS}
     first: Dict[str, List[torch.Tensor]] = {}
@@ -180,6 +176,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 wall[variant].append(time.perf_counter() - t0)
                 cpu[variant].append(time.process_time() - c0)
                 first.setdefault(variant, outputs(out))
+    load_after = os.getloadavg()[0]
     diffs = [float((a - b).abs().max()) for a, b in zip(first["stock"], first["vos"])]
     memory = {} if args.skip_memory else {v: measure_memory(args, v) for v in VARIANTS}
 
@@ -187,6 +184,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "model": args.model, "image": str(args.image), "input_shape": list(x.shape), "runs": args.runs,
         "seed": args.seed, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
         "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
+        "loadavg_1min_before_after": [load_before, load_after],
         "variants": {v: {"wall_s": wall[v], "cpu_s": cpu[v], "wall_median_s": statistics.median(wall[v]),
                          "cpu_median_s": statistics.median(cpu[v]),
                          "peak_rss_increase_mib": memory.get(v, {}).get("peak_rss_increase_mib")}
@@ -205,7 +203,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def print_table(r: Dict[str, object]) -> None:
     print(f"model {r['model']}, input {tuple(r['input_shape'])} from {Path(r['image']).name}, {r['runs']} "
-          f"alternating round(s), torch {r['torch']}, {r['threads']} thread(s), {r['cpu_count']} CPU(s)")
+          f"alternating round(s), torch {r['torch']}, {r['threads']} thread(s), {r['cpu_count']} CPU(s), "
+          "1-min load average %.2f before, %.2f after the timed runs" % tuple(r["loadavg_1min_before_after"]))
     print(f"{'variant':<8} {'wall median s':>14} {'CPU median s':>13} {'peak RSS +MiB':>14}")
     for v, s in r["variants"].items():
         mem = "-" if s["peak_rss_increase_mib"] is None else f"{s['peak_rss_increase_mib']:.0f}"

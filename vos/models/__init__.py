@@ -8,10 +8,12 @@ import torch.nn as nn
 
 from vos.errors import CheckpointError
 from vos.models.checkpoint import cache_dir, load_weights, resolve_checkpoint
+from vos.models.fast_encoder import encoder_kind, use_fast_encoder, use_stock_encoder
 from vos.models.registry import MODELS, ModelSpec, get_spec
 from vos.models.tiny import build_tiny_sam
 
-__all__ = ["load_sam", "default_device", "build_tiny_sam", "MODELS", "ModelSpec", "cache_dir", "is_hq"]
+__all__ = ["load_sam", "default_device", "build_tiny_sam", "MODELS", "ModelSpec", "cache_dir", "is_hq",
+           "encoder_kind", "use_fast_encoder", "use_stock_encoder"]
 
 
 def default_device() -> torch.device:
@@ -45,8 +47,6 @@ def load_sam(name: str, checkpoint: Optional[str] = None, device: Union[str, tor
     if not random_weights:
         load_weights(model, spec, resolve_checkpoint(spec, checkpoint))
     if encoder == "fast":
-        from vos.models.fast_encoder import use_fast_encoder
-
         use_fast_encoder(model)
     model.requires_grad_(False)
     return model.to(torch.device(device) if device is not None else default_device()).eval()

@@ -7,6 +7,7 @@ decoder call; everything else is segment_anything's own code.
 from __future__ import annotations
 
 import math
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Optional
@@ -102,10 +103,25 @@ class DecoderOutput:
     scores: torch.Tensor
 
 
+_DENSE_PE: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def dense_pe(prompt_encoder: nn.Module) -> torch.Tensor:
+    """``prompt_encoder.get_dense_pe()`` (``1×C×64×64``), computed once per model state: it depends on neither the
+    image nor the prompts, yet segment_anything recomputes it (sines and cosines of the whole grid) every call.
+    Recomputed when the encoding's random matrix moves or changes (new weights loaded)."""
+    matrix = prompt_encoder.pe_layer.positional_encoding_gaussian_matrix
+    key = (matrix.device, matrix.data_ptr(), matrix._version)
+    cached = _DENSE_PE.get(prompt_encoder)
+    if cached is None or cached[0] != key:
+        cached = _DENSE_PE[prompt_encoder] = (key, prompt_encoder.get_dense_pe())
+    return cached[1]
+
+
 def _run_decoder(sam: nn.Module, emb: ImageEmbedding, sparse: torch.Tensor, dense: torch.Tensor,
                  multimask: bool):
     decoder = sam.mask_decoder
-    image_pe = sam.prompt_encoder.get_dense_pe()
+    image_pe = dense_pe(sam.prompt_encoder)
     if not hasattr(decoder, "hf_token"):
         return decoder(image_embeddings=emb.features, image_pe=image_pe, sparse_prompt_embeddings=sparse,
                        dense_prompt_embeddings=dense, multimask_output=multimask)
