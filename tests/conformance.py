@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from vos.models.checkpoint import read_state_dict
+from vos.models.fast_encoder import use_fast_encoder
 from vos.models.tiny import build_sam_from_config
 
 IN_REPO = Path(__file__).parent / "data" / "persam_ref"
@@ -50,13 +51,16 @@ def fixture_cases() -> Iterator[Tuple[str, Path, dict, str]]:
 _SAM_CACHE: dict = {}
 
 
-def load_fixture_sam(root: Path):
-    """The fixture root's SAM: built from its ``config.json``, weights from ``index.json["weights"]``."""
-    key = str(root.resolve())
+def load_fixture_sam(root: Path, encoder: str = "stock"):
+    """The fixture root's SAM: built from its ``config.json``, weights from ``index.json["weights"]``; ``encoder``
+    ``"fast"`` converts it to vos's fused-attention encoder (same weights)."""
+    key = (str(root.resolve()), encoder)
     if key not in _SAM_CACHE:
         index = json.loads((root / "index.json").read_text())
         sam = build_sam_from_config(json.loads((root / "config.json").read_text()))
         sam.load_state_dict(read_state_dict(root / index["weights"]), strict=True)
+        if encoder == "fast":
+            use_fast_encoder(sam)
         _SAM_CACHE[key] = sam.eval().requires_grad_(False)
     return _SAM_CACHE[key]
 

@@ -224,12 +224,14 @@ def check_video_true_largest(sam, case_dir: Path, st: Stages):
 CHECKS = {"persam": check_persam, "persam_f": check_persam_f}
 
 
+@pytest.mark.parametrize("encoder", ["stock", "fast"])
 @pytest.mark.parametrize("root,case,method", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_fixture_case(root: Path, case: dict, method: str):
+def test_fixture_case(root: Path, case: dict, method: str, encoder: str):
+    """Every stage of every case, with segment_anything's encoder and with vos's fast encoder."""
     assert case.get("name"), f"fixture root {root} cannot be loaded: {case.get('error')}"
     case_dir = root / "cases" / case["name"]
     assert case_dir.is_dir(), f"case folder {case_dir} is missing"
-    sam = load_fixture_sam(root)
+    sam = load_fixture_sam(root, encoder)
     st = Stages(case["name"])
     if method in CHECKS:
         CHECKS[method](sam, case_dir, st)
