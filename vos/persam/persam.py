@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from vos.errors import InputError
+from vos.errors import InputError, MaskError
 from vos.persam import prior
 from vos.persam.decoder import Guidance, decode, upscale
 from vos.persam.embedding import ImageEmbedding, check_image, encode_image
@@ -43,8 +43,6 @@ def check_reference(image: np.ndarray, mask: np.ndarray, mask_value: int) -> np.
                          f"image size {image.shape[1]}×{image.shape[0]}")
     mask_rgb = prior.reference_mask_rgb(mask, mask_value)
     if not mask_rgb.any():
-        from vos.errors import MaskError
-
         raise MaskError("reference mask has no foreground pixel")
     return mask_rgb
 

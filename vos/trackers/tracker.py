@@ -161,12 +161,12 @@ class Tracker:
 
     def state_dict(self) -> dict:
         """What resuming needs besides the previous label map: method, options, per-object targets and weights."""
-        return {"method": self.config.method, "index": self.index,
-                "reproduce_reference_quirks": self.config.reproduce_reference_quirks,
-                "objects": [s.to_dict() for s in self.objects]}
+        return {"method": self.config.method, "index": self.index, "objects": [s.to_dict() for s in self.objects]}
 
     def load_state_dict(self, state: dict, previous_label_map: np.ndarray) -> None:
         """Restore :meth:`state_dict` and take the boxes from the last written label map."""
+        if state["method"] != self.config.method:
+            raise InputError(f"saved tracker state is for method {state['method']!r}, not {self.config.method!r}")
         self.objects = ObjectManager()
         for d in state["objects"]:
             self.objects.add(ObjectState.from_dict(d, self.sam.device))
