@@ -21,7 +21,7 @@ from PIL import Image
 from vos.datasets import safe_pickle
 from vos.io.images import read_rgb
 from vos.errors import DatasetError
-from vos.eval.episodic import Episode, choose_index, episode_rng
+from vos.eval.episodic import Episode, check_fold_shot, choose_index, episode_rng
 
 FOLDS = 4
 CLASSES = 80
@@ -50,10 +50,7 @@ class COCO20i:
     folds = FOLDS
 
     def __init__(self, root: Union[str, Path], fold: int, shot: int = 1):
-        if not 0 <= fold < FOLDS:
-            raise DatasetError(f"COCO-20i has folds 0-{FOLDS - 1}, got fold {fold}")
-        if shot < 1:
-            raise DatasetError(f"shot must be at least 1, got {shot}")
+        check_fold_shot("COCO-20i", fold, FOLDS, shot)
         self.root, self.fold, self.shot = Path(root), fold, shot
         self.base = self.root / "COCO2014" if (self.root / "COCO2014").is_dir() else self.root
         candidates = [self.base / "splits" / "val" / f"fold{fold}.pkl",

@@ -24,7 +24,7 @@ from PIL import Image
 
 from vos.io.images import read_rgb
 from vos.errors import DatasetError, InputError
-from vos.eval.episodic import Episode, choose_index, episode_rng
+from vos.eval.episodic import Episode, check_fold_shot, choose_index, episode_rng
 
 TEST_CLASSES = 240
 SPLIT_CANDIDATES = ("FSS-1000/splits/test.txt", "FSS-1000/test.txt", "splits/fss/test.txt")
@@ -132,10 +132,7 @@ class FSS1000:
 
     def __init__(self, root: Union[str, Path], fold: int = 0, shot: int = 1,
                  split_file: Optional[Union[str, Path]] = None):
-        if fold != 0:
-            raise DatasetError(f"FSS-1000 has a single fold (0), got fold {fold}")
-        if shot < 1:
-            raise DatasetError(f"shot must be at least 1, got {shot}")
+        check_fold_shot("FSS-1000", fold, 1, shot)
         self.root, self.fold, self.shot = Path(root), fold, shot
         self.class_root = find_class_root(root)
         self.split_file = find_split_file(root, split_file)

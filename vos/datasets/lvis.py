@@ -22,7 +22,7 @@ import pycocotools.mask as mask_util
 from vos.datasets import safe_pickle
 from vos.io.images import read_rgb
 from vos.errors import DatasetError
-from vos.eval.episodic import Episode, choose_index, episode_rng
+from vos.eval.episodic import Episode, check_fold_shot, choose_index, episode_rng
 
 FOLDS = 10
 EPISODES = 2300
@@ -90,10 +90,7 @@ class LVIS92i:
     folds = FOLDS
 
     def __init__(self, root: Union[str, Path], fold: int, shot: int = 1):
-        if not 0 <= fold < FOLDS:
-            raise DatasetError(f"LVIS-92i has folds 0-{FOLDS - 1}, got fold {fold}")
-        if shot < 1:
-            raise DatasetError(f"shot must be at least 1, got {shot}")
+        check_fold_shot("LVIS-92i", fold, FOLDS, shot)
         self.root, self.fold, self.shot = Path(root), fold, shot
         self.base = self.root / "LVIS"
         self.pickle_path = self.base / "lvis_val.pkl"

@@ -26,7 +26,7 @@ from vos.datasets import safe_pickle
 from vos.datasets.lvis import fold_classes, segmentation_mask
 from vos.io.images import read_rgb
 from vos.errors import DatasetError
-from vos.eval.episodic import Episode, choose_index, episode_rng
+from vos.eval.episodic import Episode, check_fold_shot, choose_index, episode_rng
 
 PASCAL_FOLDS = ("animals", "indoor", "person", "vehicles")
 PASCAL_MAX_EPISODES = 2500
@@ -77,10 +77,7 @@ class PascalPart:
     folds = len(PASCAL_FOLDS)
 
     def __init__(self, root: Union[str, Path], fold: int, shot: int = 1, box_crop: bool = True):
-        if not 0 <= fold < len(PASCAL_FOLDS):
-            raise DatasetError(f"PASCAL-Part has folds 0-3 ({', '.join(PASCAL_FOLDS)}), got fold {fold}")
-        if shot < 1:
-            raise DatasetError(f"shot must be at least 1, got {shot}")
+        check_fold_shot(f"PASCAL-Part ({', '.join(PASCAL_FOLDS)})", fold, len(PASCAL_FOLDS), shot)
         self.root, self.fold, self.shot, self.box_crop = Path(root), fold, shot, box_crop
         self.base = self.root / "Pascal-Part" / "VOCdevkit" / "VOC2010"
         self.index_path = self.base / "all_obj_part_to_image.json"
@@ -209,10 +206,7 @@ class PacoPart:
     folds = PACO_FOLDS
 
     def __init__(self, root: Union[str, Path], fold: int, shot: int = 1, box_crop: bool = True):
-        if not 0 <= fold < PACO_FOLDS:
-            raise DatasetError(f"PACO-Part has folds 0-{PACO_FOLDS - 1}, got fold {fold}")
-        if shot < 1:
-            raise DatasetError(f"shot must be at least 1, got {shot}")
+        check_fold_shot("PACO-Part", fold, PACO_FOLDS, shot)
         self.root, self.fold, self.shot, self.box_crop = Path(root), fold, shot, box_crop
         self.base = self.root / "PACO-Part"
         self.train_path = self.base / "paco" / "paco_part_train.pkl"

@@ -19,6 +19,15 @@ from vos.errors import DatasetError, EvaluationError
 EPISODE_SEED = 0
 
 
+def check_fold_shot(benchmark: str, fold: int, folds: int, shot: int) -> None:
+    """A :class:`DatasetError` for a fold outside ``0..folds-1`` or a shot below 1."""
+    if not 0 <= fold < folds:
+        valid = "a single fold (0)" if folds == 1 else f"folds 0-{folds - 1}"
+        raise DatasetError(f"{benchmark} has {valid}, got fold {fold}")
+    if shot < 1:
+        raise DatasetError(f"shot must be at least 1, got {shot}")
+
+
 def episode_rng() -> np.random.RandomState:
     """A fresh legacy generator in the state ``np.random.seed(0)`` leaves the global one in."""
     return np.random.RandomState(EPISODE_SEED)
