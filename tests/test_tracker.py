@@ -119,6 +119,22 @@ def test_encoder_runs_once_per_frame(sam, kite):
     assert len(calls) == 3
 
 
+def test_state_dict_restores_tracking_from_a_label_map(sam, kite):
+    """Resuming needs only the saved per-object state and the previous label map."""
+    frames, first = kite
+    a = Tracker(sam, method="persam")
+    a.add_objects(frames[0], first)
+    state = a.state_dict()
+    r1, r2 = a.step(frames[1]), a.step(frames[2])
+    b = Tracker(sam, method="persam")
+    b.load_state_dict(state, r1.label_map, index=1)
+    again = b.step(frames[2])
+    assert again.index == r2.index == 2
+    np.testing.assert_array_equal(again.label_map, r2.label_map)
+    with pytest.raises(InputError, match="method 'persam'"):
+        Tracker(sam, method="persam_f").load_state_dict(state, r1.label_map)
+
+
 def test_lost_object_stays_lost_unless_refind(sam, kite):
     """An object absent from the previous label map: the paper keeps it lost (no NaN, no crash); the refind option
     searches for it again."""

@@ -122,7 +122,7 @@ def _replay(index: int, frame: np.ndarray, done: int, out: Path, writers, tracke
         if isinstance(w, OverlayWriter):
             w.write(index, frame, label)
     if index == done - 1:
-        tracker.load_state_dict(torch.load(out / STATE_FILE, weights_only=True), label)
+        tracker.load_state_dict(torch.load(out / STATE_FILE, weights_only=True), label, index)
 
 
 def run_tracking(args: argparse.Namespace, model=None, progress: bool = True) -> int:

@@ -163,13 +163,14 @@ class Tracker:
         """What resuming needs besides the previous label map: method, options, per-object targets and weights."""
         return {"method": self.config.method, "index": self.index, "objects": [s.to_dict() for s in self.objects]}
 
-    def load_state_dict(self, state: dict, previous_label_map: np.ndarray) -> None:
-        """Restore :meth:`state_dict` and take the boxes from the last written label map."""
+    def load_state_dict(self, state: dict, previous_label_map: np.ndarray, index: Optional[int] = None) -> None:
+        """Restore :meth:`state_dict`; the boxes come from ``previous_label_map``, the label map of frame ``index``
+        (default: the index saved in the state), and tracking continues with frame ``index + 1``."""
         if state["method"] != self.config.method:
             raise InputError(f"saved tracker state is for method {state['method']!r}, not {self.config.method!r}")
         self.objects = ObjectManager()
         for d in state["objects"]:
             self.objects.add(ObjectState.from_dict(d, self.sam.device))
-        self.index = int(state["index"])
+        self.index = int(state["index"] if index is None else index)
         for s, box in zip(self.objects, prior.label_boxes(previous_label_map, self.objects.ids).values()):
             s.box = box
