@@ -33,6 +33,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: unknown command {argv[0]!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[argv[0]][0])
+    sys.argv[0] = f"vos {argv[0]}"          # the usage line of parsers that take their name from argv[0]
     return run(module.main, argv[1:])
 
 
