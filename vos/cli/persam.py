@@ -15,7 +15,8 @@ from PIL import Image
 
 from vos.cli.common import add_model_args, model_from_args
 from vos.errors import InputError
-from vos.io import draw_overlay, image_files, read_rgb
+from vos.io import image_files, read_rgb
+from vos.io.images import save_mask_and_overlay
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,15 +78,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for path in tqdm(images, unit="image", desc="segmenting"):
         image = read_rgb(path, "image")
         result = engine.segment(image)
-        _save(out / f"{path.stem}.png", Image.fromarray(result.mask.astype(np.uint8) * 255))
-        overlay = draw_overlay(image, result.mask.astype(np.uint8))
-        _save(out / f"{path.stem}_overlay.jpg", Image.fromarray(overlay))
+        save_mask_and_overlay(out, path.stem, image, result.mask)
     print(f"wrote {len(images)} mask(s) and overlay(s) to {out}")
     return 0
 
-
-def _save(path: Path, image: Image.Image) -> None:
-    """Write atomically (temporary file in the same folder, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG" if path.suffix == ".png" else "JPEG", quality=92)
-    tmp.replace(path)

@@ -20,6 +20,7 @@ import torch
 
 from vos.cli.common import add_model_args, model_from_args
 from vos.errors import OutputError, VideoError
+from vos.io.atomic import atomic_write
 from vos.io import OverlayWriter, PaletteWriter, RleWriter, load_label_map, read_video, validate_first_mask
 
 RUN_FILE, STATE_FILE = "vos_run.json", "vos_state.pt"
@@ -99,19 +100,13 @@ def _prepare_out(out: Path, args: argparse.Namespace, config: dict) -> int:
     return 0
 
 
-def _save_json(path: Path, data: dict) -> None:
-    tmp = path.with_name("." + path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    tmp.replace(path)
-
-
 def _track(index: int, frame: np.ndarray, first_label_map: np.ndarray, tracker, out: Path, config: dict):
     """Frame 0: start the objects (and save the state needed to resume); later frames: one tracker step."""
     if index > 0:
         return tracker.step(frame)
     result = tracker.add_objects(frame, first_label_map)
     torch.save(tracker.state_dict(), out / STATE_FILE)
-    _save_json(out / RUN_FILE, config)
+    atomic_write(out / RUN_FILE, lambda f: f.write(json.dumps(config, indent=1) + "\n"), binary=False)
     return result
 
 

@@ -15,10 +15,9 @@ Stable Diffusion) to one latent pixel, so the latent weight of a cell is
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -27,7 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from vos.errors import InputError, MaskError, OutputError
-from vos.io.images import read_rgb
+from vos.io.images import read_rgb, save_mask_and_overlay
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 LATENT_MASK_MODES = ("soft", "binary")
@@ -151,25 +150,6 @@ def segment_with_persam(items: Sequence[InstanceImage], sam: torch.nn.Module, re
         item.mask = mask
 
 
-def _write_atomic(image: Image.Image, path: Path, **save_args) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    os.close(fd)
-    try:
-        image.save(tmp, **save_args)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def overlay(image: np.ndarray, mask: np.ndarray, color: Iterable[int] = (255, 0, 0), alpha: float = 0.5) -> np.ndarray:
-    """``image`` (uint8 ``H×W×3``) with the ``mask`` pixels blended toward ``color``."""
-    out = image.astype(np.float32)
-    out[mask] = (1 - alpha) * out[mask] + alpha * np.asarray(list(color), np.float32)
-    return out.round().astype(np.uint8)
-
-
 def save_masks(items: Sequence[InstanceImage], folder: "str | os.PathLike") -> List[Path]:
     """Write ``<stem>.png`` (grey 0/255, photo size) and ``<stem>_overlay.jpg`` for every photo; returns the PNGs."""
     folder = Path(folder)
@@ -177,11 +157,7 @@ def save_masks(items: Sequence[InstanceImage], folder: "str | os.PathLike") -> L
         folder.mkdir(parents=True, exist_ok=True)
         written = []
         for item in items:
-            png = folder / f"{item.path.stem}.png"
-            _write_atomic(Image.fromarray(item.mask.astype(np.uint8) * 255), png)
-            _write_atomic(Image.fromarray(overlay(item.image, item.mask)), folder / f"{item.path.stem}_overlay.jpg",
-                          quality=90)
-            written.append(png)
+            written.append(save_mask_and_overlay(folder, item.path.stem, item.image, item.mask))
     except OSError as err:
         raise OutputError(f"cannot write masks to {folder}: {err}") from None
     return written

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -26,7 +25,8 @@ import numpy as np
 from PIL import Image
 
 from vos.datasets.davis import VOID_ID, DavisDataset, DavisSequence
-from vos.errors import EvaluationError, InputError, OutputError
+from vos.errors import EvaluationError, InputError
+from vos.io.atomic import atomic_write
 
 BOUND_TH = 0.008
 GLOBAL_COLUMNS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
@@ -361,28 +361,14 @@ def sequence_csv_rows(result: DavisResult) -> list[list[str]]:
     return rows
 
 
-def _write_atomic(path: Path, write, binary: bool = False) -> None:
-    """Write through ``write(file_object)`` into a temporary file beside ``path``, then rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        try:
-            with open(tmp, "wb") if binary else open(tmp, "w", newline="") as handle:
-                write(handle)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-    except OSError as err:
-        raise OutputError(f"{path}: cannot write ({err})") from err
-
-
 def write_csvs(result: DavisResult, out_dir, set: Optional[str] = None) -> tuple[Path, Path]:
     """Write ``global_results-<set>.csv`` and ``per-sequence_results-<set>.csv`` (the official bytes) atomically."""
     out_dir = Path(out_dir)
     name = result.set if set is None else set
     paths = out_dir / f"global_results-{name}.csv", out_dir / f"per-sequence_results-{name}.csv"
     for path, rows in zip(paths, (global_csv_rows(result), sequence_csv_rows(result))):
-        _write_atomic(path, lambda handle, rows=rows: csv.writer(handle, lineterminator="\n").writerows(rows))
+        atomic_write(path, lambda handle, rows=rows: csv.writer(handle, lineterminator="\n").writerows(rows),
+                     binary=False)
     return paths
 
 
@@ -424,5 +410,5 @@ def plot_sequences(result: DavisResult, path) -> Path:
     ax.tick_params(axis="x", labelrotation=90)
     ax.legend(loc="lower right")
     path = Path(path)
-    _write_atomic(path, lambda handle: fig.savefig(handle, format="png", dpi=100), binary=True)
+    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=100))
     return path

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -17,24 +15,17 @@ import numpy as np
 from PIL import Image
 
 from vos.errors import OutputError
+from vos.io.atomic import atomic_write
 
 
 def atomic_write_bytes(path: Union[str, Path], data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary sibling and ``os.replace`` (creating the folder)."""
+    """Write ``data`` to ``path`` atomically, creating the folder."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
     except OSError as err:
         raise OutputError(f"{path}: cannot write ({err})") from err
+    atomic_write(path, lambda handle: handle.write(data))
 
 
 def _fmt(value: Any, digits: int) -> str:

@@ -27,7 +27,8 @@ from typing import Optional, Tuple, Union
 import numpy as np
 from PIL import Image
 
-from vos.errors import MaskError, OutputError
+from vos.errors import MaskError
+from vos.io.atomic import save_image
 
 PathLike = Union[str, os.PathLike]
 
@@ -178,15 +179,4 @@ def save_palette_png(path: PathLike, label_map: np.ndarray) -> None:
     path = Path(path)
     image = Image.fromarray(as_label_map(label_map, path))
     image.putpalette(DAVIS_PALETTE.tobytes())
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temp, "wb") as handle:
-            image.save(handle, format="PNG")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException as err:
-        temp.unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise OutputError(f"{path}: cannot write the mask: {err}") from None
-        raise
+    save_image(path, image, fsync=True, format="PNG")
