@@ -43,7 +43,12 @@ def fixture_cases() -> Iterator[Tuple[str, Path, dict, str]]:
         except (OSError, ValueError, KeyError) as err:
             yield f"{label}/unreadable-index", root, {"name": None, "error": repr(err)}, ""
             continue
+        if not cases:
+            yield f"{label}/no-case", root, {"name": None, "error": f"{root / 'index.json'} lists no case"}, ""
         for case in cases:
+            if not case.get("methods"):
+                yield f"{label}/{case['name']}/no-method", root, {"name": None, "error": f"case {case['name']!r} "
+                                                                  f"lists no method"}, ""
             for method in case.get("methods", []):
                 yield f"{label}/{case['name']}/{method}", root, case, method
 
@@ -89,6 +94,15 @@ class Stages:
 
     def fail(self, stage: str, detail: str):
         raise StageMismatch(f"{self.case}: first differing stage '{stage}' (after {self.passed} matching): {detail}")
+
+    def paired(self, stage: str, ours, expected) -> list:
+        """``zip(ours, expected)`` after checking that both have as many items (a case that yields fewer stages,
+        objects or curve points than its fixture fails here instead of being truncated)."""
+        ours, expected = list(ours), list(expected)
+        if len(ours) != len(expected):
+            self.fail(stage, f"{len(ours)} items computed, the fixture has {len(expected)}")
+        self.passed += 1
+        return list(zip(ours, expected))
 
     def exact(self, stage: str, ours, expected):
         a, b = as_np(ours), as_np(expected)

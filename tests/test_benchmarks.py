@@ -29,10 +29,11 @@ from vos.datasets.lvis import LVIS92i, segmentation_mask
 from vos.datasets.parts import PacoPart, PascalPart
 from vos.datasets.perseg import load_perseg, luminance_foreground, read_binary_mask
 from vos.errors import DatasetError, EvaluationError, OutputError
-from vos.eval.episodic import (PooledMeter, choose_index, episode_counts, episode_rng, fold_mean, nearest_indices,
-                               resize_mask_nearest)
+from vos.datasets.episodes import choose_index, episode_rng, nearest_indices, resize_mask_nearest
+from vos.eval.episodic import PooledMeter, episode_counts, fold_mean
 from vos.eval.iou import PooledIoU, boundary_band, boundary_counts, boundary_distance, boundary_iou, mask_counts
-from vos.eval.report import check_run_settings, markdown_table
+from vos.eval.report import markdown_table
+from vos.runs import RunFolder
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data" / "benchmarks"
@@ -218,10 +219,13 @@ def test_choose_index_consumes_the_stream_like_a_one_element_choice():
 def test_markdown_table_and_run_settings_guard(tmp_path):
     assert markdown_table(["a", "b"], [(1, 0.123456), ("x|y", True)]) == \
         "| a | b |\n|---|---|\n| 1 | 0.12 |\n| x\\|y | True |"
-    check_run_settings(tmp_path, {"method": "persam", "model": "vit_h"})
-    check_run_settings(tmp_path, {"method": "persam", "model": "vit_h"})
-    with pytest.raises(OutputError, match="holds another run.*method"):
-        check_run_settings(tmp_path, {"method": "persam_f", "model": "vit_h"})
+    for _ in range(2):            # a new folder, then the same settings again: accepted
+        folder = RunFolder(tmp_path / "run", "perseg", "continue")
+        folder.plan({"method": "persam", "model": "vit_h"})
+        folder.start({"method": "persam", "model": "vit_h"})
+    assert folder.resuming
+    with pytest.raises(OutputError, match='holds another run \\(method: "persam" → "persam_f"\\)'):
+        RunFolder(tmp_path / "run", "perseg", "continue").plan({"method": "persam_f", "model": "vit_h"})
 
 
 # ------------------------------------------------------------------------------------------------ safe pickle
@@ -923,7 +927,7 @@ def test_persam_f_runs_through_both_tools(tmp_path, capsys):
 
 
 def test_episode_log_drops_an_interrupted_last_line(tmp_path):
-    from vos.cli.eval_oneshot import read_done
+    from vos.runs.oneshot import read_done
 
     log = tmp_path / "episodes_fold0.jsonl"
     good = json.dumps({"episode": 0, "class_index": 0, "intersection": [1, 2], "union": [3, 4]}) + "\n"

@@ -14,6 +14,7 @@ import torch
 
 from conformance import (CURVE_RTOL, LOGIT_ATOL, SCORE_ATOL, SIM_ATOL, WEIGHT_ATOL, Stages, fixture_cases,
                          load_fixture_sam, read_mask, read_png)
+from vos.models.backend import sam_backend
 from vos.persam import PerSAM, PerSAMF, encode_image
 from vos.persam.video import VideoConfig, fit_object_weights, object_target, video_step
 from vos.persam import prior
@@ -85,7 +86,7 @@ def check_persam_f(sam, case_dir: Path, st: Stages):
         st.mask(f"train mask {k}", tt["train_masks"][k], read_mask(out / f"train_mask{k}.png"))
     st.exact("target pixels", int(engine._train[1].sum()), train["target_pixels"])
     fit = engine.fit(curve_points=[row["iteration"] for row in train["loss_curve"]])
-    for ours, exp in zip(fit.curve, train["loss_curve"]):
+    for ours, exp in st.paired("loss curve points", fit.curve, train["loss_curve"]):
         st.close(f"loss curve weights @{exp['iteration']}", ours["weights_before_step"], exp["weights_before_step"],
                  atol=WEIGHT_ATOL)
         st.close(f"loss curve dice/focal @{exp['iteration']}", [ours["dice"], ours["focal"]],
@@ -130,6 +131,7 @@ def _label_map(logits: torch.Tensor, ids) -> np.ndarray:
 
 def check_video(sam, case_dir: Path, method: str, st: Stages):
     """Paper video mode on the fixture frames: targets, (training), every frame and object, label maps."""
+    sam = sam_backend(sam)
     out = case_dir / method
     meta = _meta(out)
     frames, gt0 = _video_inputs(case_dir)
@@ -150,7 +152,7 @@ def check_video(sam, case_dir: Path, method: str, st: Stages):
     weights = None
     if f_mode:
         fitted = []
-        for j, (oid, exp) in enumerate(zip(ids, meta["training"])):
+        for j, (oid, exp) in enumerate(st.paired("trained objects", ids, meta["training"])):
             tr: dict = {}
             fit = fit_object_weights(sam, emb0, targets[j:j + 1], gt0 == oid, config,
                                      [row["iteration"] for row in exp["loss_curve"]], tr)
@@ -159,19 +161,18 @@ def check_video(sam, case_dir: Path, method: str, st: Stages):
             st.exact(f"obj{j} train points", tr["points"], exp["prompt_points_xy"])
             st.exact(f"obj{j} train box", tr["box"], exp["box_prompt_xyxy"])
             st.close(f"obj{j} train scores", tr["scores"], exp["decoder_scores"], atol=SCORE_ATOL)
-            for ours, row in zip(fit.curve, exp["loss_curve"]):
+            for ours, row in st.paired(f"obj{j} loss curve points", fit.curve, exp["loss_curve"]):
                 st.close(f"obj{j} loss curve @{row['iteration']}", ours["weights_before_step"],
                          row["weights_before_step"], atol=WEIGHT_ATOL)
             st.close(f"obj{j} learned weights", fit.weights, exp["learned_weights"], atol=WEIGHT_ATOL)
             fitted.append(fit.weights)
         weights = torch.stack(fitted)
     previous = gt0
-    for i in range(1, len(frames)):
-        record = meta["frames"][i - 1]
+    for i, record in st.paired("frames", range(1, len(frames)), meta["frames"]):
         trace: list = []
         logits = video_step(sam, encode_image(sam, frames[i]), targets, _boxes(previous, ids), config, weights,
                             trace=trace).logits
-        for j, (t, exp) in enumerate(zip(trace, record["objects"])):
+        for j, (t, exp) in enumerate(st.paired(f"frame{i} objects", trace, record["objects"])):
             tag = f"frame{i} obj{j}"
             size = t["final_logits"].numel()
             st.close(f"{tag} sim_grid", t["sim_grid"], np.load(out / f"frame{i}_obj{j}_sim_grid.npy"), atol=SIM_ATOL)
@@ -209,13 +210,14 @@ def check_video_true_largest(sam, case_dir: Path, st: Stages):
     meta = _meta(out)
     frames, gt0 = _video_inputs(case_dir)
     ids = [obj["label_value"] for obj in meta["objects"]]
+    sam = sam_backend(sam)
     config = VideoConfig(method="persam", topk=meta["params"]["topk"], reproduce_reference_quirks=False)
     targets = torch.cat([object_target(sam, encode_image(sam, frames[0]), gt0 == oid) for oid in ids])
     for i in range(1, len(frames)):
         previous = gt0 if i == 1 else read_png(out / "pred_labels" / f"{i - 1:05d}.png")
         trace: list = []
         video_step(sam, encode_image(sam, frames[i]), targets, _boxes(previous, ids), config, trace=trace)
-        for j, (t, exp) in enumerate(zip(trace, meta["frames"][i - 1]["objects"])):
+        for j, (t, exp) in enumerate(st.paired(f"frame{i} objects", trace, meta["frames"][i - 1]["objects"])):
             st.exact(f"frame{i} obj{j} prompt points", t["points"], exp["prompt_points_xy"])
             st.exact(f"frame{i} obj{j} pass A true largest", t["step1_chosen"],
                      exp["step1"]["chosen_index_if_true_largest"])
@@ -240,6 +242,21 @@ def test_fixture_case(root: Path, case: dict, method: str, encoder: str):
     else:
         pytest.fail(f"{case['name']}: unknown method {method!r} in index.json")
     assert st.passed > 0
+
+
+def test_the_harness_refuses_truncated_cases_and_empty_roots(tmp_path, monkeypatch):
+    """A case that yields fewer stages or curve points than its fixture fails instead of comparing a prefix, and a
+    fixture root listing no case is a failing case, not a silently empty set."""
+    import conformance
+
+    st = Stages("made-up")
+    assert st.paired("points", [1, 2], ["a", "b"]) == [(1, "a"), (2, "b")]
+    with pytest.raises(conformance.StageMismatch, match="'curve' .*1 items computed, the fixture has 2"):
+        st.paired("curve", [1], ["a", "b"])
+    (tmp_path / "index.json").write_text(json.dumps({"cases": [], "weights": "w.pt"}))
+    monkeypatch.setenv(conformance.ENV, str(tmp_path))
+    extra = [c for c in conformance.fixture_cases() if c[1] == tmp_path]
+    assert len(extra) == 1 and extra[0][2]["name"] is None and "lists no case" in extra[0][2]["error"]
 
 
 VIDEO_CASES = [c for c in CASES if c[3] == "persam_video"]

@@ -13,7 +13,8 @@ import torch.nn as nn
 
 from conformance import IN_REPO, read_png
 from vos.errors import CheckpointError
-from vos.models import MODELS, default_device, is_hq, load_sam
+from vos.models import MODELS, default_device, load_sam
+from vos.models.backend import HqSamBackend, dense_pe, sam_backend
 from vos.models.checkpoint import resolve_checkpoint
 from vos.persam import PerSAM, PerSAMF
 
@@ -96,28 +97,36 @@ def _tiny_hq_sam():
     return sam.eval().requires_grad_(False)
 
 
-def test_hq_backend_gives_three_corrected_outputs_and_runs_persam():
-    """HQ-SAM: each of SAM's three outputs plus the HQ token's mask (HQ-SAM's own correction), through PerSAM and
-    PerSAM-F, including the stage-1 target guidance on HQ's transformer."""
-    from vos.persam import encode_image
-    from vos.persam.decoder import decode
-
+def test_hq_backend_matches_hq_sams_own_decoder_and_runs_persam():
+    """HQ-SAM: each of SAM's outputs corrected with the HQ token's mask. The oracle is segment_anything_hq's own
+    ``MaskDecoderHQ.forward`` (single mask, and the best-scored of the multimask outputs); then PerSAM and PerSAM-F,
+    including the stage-1 target guidance on HQ's transformer."""
     sam = _tiny_hq_sam()
-    assert is_hq(sam)
+    backend = sam_backend(sam)
+    assert isinstance(backend, HqSamBackend)
     case = IN_REPO / "cases" / "image_cat" / "inputs"
     image, mask = read_png(case / "ref_image.png"), read_png(case / "ref_mask.png")
-    emb = encode_image(sam, image)
+    emb = backend.encode(image)
     assert emb.interm is not None and len(emb.interm) == 1
-    points, labels = np.array([[[60, 100]]]), np.array([[1]])
-    out = decode(sam, emb, points, labels, multimask=True)
-    assert out.low_res.shape == (1, 3, 256, 256)
-    d = sam.mask_decoder
-    sparse, dense = sam.prompt_encoder(points=(torch.tensor([[[60.0, 100.0]]]) * 1024 / 260,
-                                               torch.tensor([[1]])), boxes=None, masks=None)
-    hq = d.embedding_encoder(emb.features) + d.compress_vit_feat(emb.interm[0].permute(0, 3, 1, 2))
-    masks, iou = d.predict_masks(emb.features, sam.prompt_encoder.get_dense_pe(), sparse, dense, hq)
-    torch.testing.assert_close(out.low_res, masks[:, 1:4] + masks[:, 4:5])
-    torch.testing.assert_close(out.scores, iou[:, 1:4])
+    points, labels = np.array([[[60, 100], [150, 40]]]), np.array([[1, 0]])
+    sparse, dense = sam.prompt_encoder(points=(torch.tensor(points, dtype=torch.float) * 1024 / 260,
+                                               torch.tensor(labels)), boxes=None, masks=None)
+
+    def official(multimask):
+        with torch.no_grad():
+            return sam.mask_decoder(emb.features, sam.prompt_encoder.get_dense_pe(), sparse, dense,
+                                    multimask_output=multimask, hq_token_only=False, interm_embeddings=emb.interm)
+
+    single = backend.decode(emb, points, labels, multimask=False)
+    masks, iou = official(False)
+    torch.testing.assert_close(single.low_res, masks, rtol=0, atol=0)
+    torch.testing.assert_close(single.scores, iou, rtol=0, atol=0)
+    multi = backend.decode(emb, points, labels, multimask=True)
+    assert multi.low_res.shape == (1, 3, 256, 256)
+    best = int(multi.scores[0].argmax())
+    masks, iou = official(True)
+    torch.testing.assert_close(multi.low_res[:, best:best + 1], masks, rtol=0, atol=0)
+    torch.testing.assert_close(multi.scores[:, best:best + 1], iou, rtol=0, atol=0)
     result = PerSAM(sam).set_reference(image, mask).segment(read_png(case / "test_image.png"))
     assert result.mask.shape == (244, 183) and np.isfinite(result.score)
     f = PerSAMF(sam, iterations=5).set_reference(image, mask)
@@ -127,7 +136,6 @@ def test_hq_backend_gives_three_corrected_outputs_and_runs_persam():
 
 def test_dense_positional_encoding_is_cached_until_the_weights_change():
     from vos.models import build_tiny_sam
-    from vos.persam.decoder import dense_pe
 
     sam = build_tiny_sam(seed=1)
     first = dense_pe(sam.prompt_encoder)

@@ -39,7 +39,7 @@ def test_tool_writes_the_engines_masks_and_overlays(tmp_path, photos):
                       "--images", str(photos), "--out", str(out), *MODEL)
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in out.iterdir()) == ["img10.png", "img10_overlay.jpg", "img2.png",
-                                                     "img2_overlay.jpg"]
+                                                     "img2_overlay.jpg", "vos_run.json"]
     expected = PerSAM(load_fixture_sam(IN_REPO)).set_reference(read_png(CASE / "ref_image.png"),
                                                                 read_png(CASE / "ref_mask.png"))
     written = np.array(Image.open(out / "img10.png"))

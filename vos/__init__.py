@@ -1,4 +1,4 @@
-"""vos: one-shot video object segmentation and tracking with Segment Anything (PerSAM, PerSAM-F).
+"""vos: one-shot video object segmentation and tracking with Segment Anything (PerSAM, PerSAM-F, SAM 2.1).
 
 Public names are imported on first use (PEP 562), so ``import vos.eval.davis`` does not import torch: the DAVIS
 evaluation also runs where torch is not installed.
@@ -8,10 +8,11 @@ from importlib import import_module
 from vos.errors import VosError
 
 __version__ = "0.1.0"
-_LAZY = {"read_video": "vos.io", "load_sam": "vos.models", "PerSAM": "vos.persam", "PerSAMF": "vos.persam",
-         "PerSAMResult": "vos.persam", "Tracker": "vos.trackers", "FrameResult": "vos.trackers"}
-__all__ = ["Tracker", "FrameResult", "PerSAM", "PerSAMF", "PerSAMResult", "load_sam", "read_video", "VosError",
-           "__version__"]
+_LAZY = {"read_video": "vos.io", "load_sam": "vos.models", "load_model": "vos.models", "PerSAM": "vos.persam",
+         "PerSAMF": "vos.persam", "PerSAMResult": "vos.persam", "Tracker": "vos.trackers",
+         "TrackerOptions": "vos.trackers", "FrameResult": "vos.trackers", "TrackRun": "vos.runs", "track": "vos.runs"}
+__all__ = ["Tracker", "TrackerOptions", "FrameResult", "PerSAM", "PerSAMF", "PerSAMResult", "TrackRun", "track",
+           "load_model", "load_sam", "read_video", "VosError", "__version__"]
 
 
 def __getattr__(name: str):

@@ -1,9 +1,11 @@
-"""Pieces shared by every command-line tool: error handling, model options, progress bars."""
+"""Pieces shared by every command-line tool: error handling, model and tracker options, progress, signals."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 from vos.errors import VosError
 
@@ -26,27 +28,112 @@ def run(main: Callable[[Optional[Sequence[str]]], int], argv: Optional[Sequence[
         return 130
 
 
+def _model_names() -> str:
+    from vos.models.registry import MODELS
+
+    groups = {"sam": "SAM", "mobile_sam": "MobileSAM", "hq": "HQ-SAM, needs the 'hq' extra",
+              "sam2": "SAM 2.1, needs the 'sam2' extra", "test": "a test-size configuration, no official weights"}
+    by_family = {}
+    for spec in MODELS.values():
+        by_family.setdefault(spec.family, []).append(spec.name)
+    return "; ".join(f"{', '.join(names)} ({groups.get(family, family)})" for family, names in by_family.items())
+
+
 def add_model_args(parser: argparse.ArgumentParser, default_model: str = "vit_h") -> None:
-    """Add ``--model``, ``--checkpoint``, ``--device``, ``--encoder`` (the options every model-running tool has)."""
+    """Add ``--model``, ``--checkpoint``, ``--device``, ``--encoder``, ``--random-weights``."""
     g = parser.add_argument_group("model")
-    g.add_argument("--model", default=default_model,
-                   help="SAM variant: vit_h, vit_l, vit_b (official SAM), vit_t (MobileSAM), "
-                        "hq_vit_h, hq_vit_l, hq_vit_b, hq_vit_t (HQ-SAM, needs the 'hq' extra). Default: %(default)s")
+    g.add_argument("--model", default=default_model, help=f"model: {_model_names()}. Default: %(default)s")
     g.add_argument("--checkpoint", default=None, metavar="PATH",
                    help="checkpoint file; default: the official file in $VOS_CACHE (~/.cache/vos), "
                         "downloaded and verified on first use")
     g.add_argument("--device", default=None, help="cuda, mps or cpu (default: cuda if available, else mps, else cpu)")
     g.add_argument("--encoder", choices=("fast", "stock"), default="fast",
-                   help="image encoder implementation: 'fast' (fused attention, same weights and outputs) or "
+                   help="SAM ViT image encoder implementation: 'fast' (fused attention, same weights and outputs) or "
                         "'stock' (segment_anything's own). Default: %(default)s")
     g.add_argument("--random-weights", action="store_true",
                    help="skip the checkpoint and use seeded random weights (benchmarks and smoke tests only: "
                         "the masks are meaningless)")
 
 
-def model_from_args(args: argparse.Namespace):
-    """Build the SAM model the ``add_model_args`` options describe."""
-    from vos.models import load_sam
+def model_options(args: argparse.Namespace):
+    """The :class:`~vos.runs.ModelOptions` of the ``add_model_args`` options."""
+    from vos.runs import ModelOptions
 
-    return load_sam(args.model, checkpoint=args.checkpoint, device=args.device, encoder=args.encoder,
-                    random_weights=args.random_weights)
+    return ModelOptions(args.model, args.checkpoint, args.device, args.encoder, args.random_weights)
+
+
+def model_from_args(args: argparse.Namespace):
+    """Build the model the ``add_model_args`` options describe."""
+    return model_options(args).load()
+
+
+def add_tracker_args(parser: argparse.ArgumentParser) -> None:
+    """Add ``--method`` and the tracker options (the same for ``track``, ``eval-davis --run`` and ``batch``)."""
+    from vos.methods import METHODS
+
+    parser.add_argument("--method", choices=tuple(METHODS), default=None,
+                        help="; ".join(f"{m.name}: {m.summary}" for m in METHODS.values())
+                             + ". Default: persam_f on SAM models, sam2 on SAM 2.1 models")
+    g = parser.add_argument_group("tracker options of the PerSAM methods (beyond the paper; off by default)")
+    g.add_argument("--decoder-batch", type=int, metavar="B",
+                   help="prompts per decoder call (speed only; default: 1 on CPU, 16 on GPU)")
+    g.add_argument("--absence-threshold", type=float, metavar="L",
+                   help="report an object absent in a frame when its best logit is below L")
+    g.add_argument("--refind-lost", action="store_true",
+                   help="search for objects that vanished (the paper keeps them lost)")
+    g.add_argument("--reproduce-reference-quirks", action="store_true",
+                   help="training-free mode: pick the 'largest' first mask by area modulo 256 like the reference code")
+
+
+def tracker_options(args: argparse.Namespace):
+    """The :class:`~vos.trackers.TrackerOptions` of the ``add_tracker_args`` options."""
+    from vos.trackers import TrackerOptions
+
+    return TrackerOptions(method=args.method, decoder_batch=args.decoder_batch,
+                          absence_threshold=args.absence_threshold, refind_lost=args.refind_lost,
+                          reproduce_reference_quirks=args.reproduce_reference_quirks)
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop) -> Iterator[None]:
+    """Within the block, Ctrl-C (SIGINT) and SIGTERM ask ``stop`` (a :class:`~vos.runs.StopControl`) to end the run
+    after the frame in progress; while that frame's outputs are being written the interrupt waits for them."""
+    def handler(signum, frame):
+        stop.request("interrupted" if signum == signal.SIGINT else "terminated")
+        if not stop.writing:
+            raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+class FrameBar:
+    """A tqdm progress bar fed with :class:`~vos.runs.FrameEvent` (frames, fps, objects present; no total when the
+    length is unknown)."""
+
+    def __init__(self, desc: str, disable: bool = False):
+        from tqdm import tqdm
+
+        self._bar = tqdm(unit="frame", desc=desc, disable=disable)
+
+    def __call__(self, event) -> None:
+        if self._bar.total != event.total:
+            self._bar.total = event.total
+            self._bar.refresh()
+        if event.result is not None:
+            self._bar.set_postfix(fps=f"{1 / max(event.seconds, 1e-9):.3g}", objects=len(event.result.present),
+                                  refresh=False)
+        self._bar.update(1)
+
+    def write(self, line: str) -> None:
+        """A line on stderr that does not break the bar."""
+        from tqdm import tqdm
+
+        tqdm.write(line, file=sys.stderr)
+
+    def close(self) -> None:
+        self._bar.close()

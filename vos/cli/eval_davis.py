@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Optional, Sequence
 
-from vos.cli.common import add_model_args
-from vos.errors import DatasetError, OutputError
+from vos.cli.common import add_model_args, add_tracker_args, model_options, tracker_options
+from vos.errors import EvaluationError, OutputError
 from vos.eval.davis import DavisResult, evaluate_davis, format_table, plot_sequences, write_csvs
 
 
@@ -42,52 +41,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", action="store_true",
                         help="do not show the progress bar (it is only shown when stderr is a terminal)")
     run = parser.add_argument_group(
-        "--run mode: track every sequence first (palette PNGs in --out/<sequence>/, resumable per sequence), then "
-        "evaluate --out; the configuration is recorded in --out/vos_config.json")
+        "--run mode: track every sequence first (palette PNGs in --out/<sequence>/, complete sequences skipped, "
+        "partial ones resumed; settings in --out/vos_run.json, each video's fate in --out/batch_summary.csv), then "
+        "evaluate --out")
     run.add_argument("--run", action="store_true", help="run the tracker on the set, then evaluate")
-    run.add_argument("--method", choices=("persam", "persam_f"), default="persam_f",
-                     help="tracker method (default: %(default)s)")
-    run.add_argument("--decoder-batch", type=int, metavar="B", help="prompts per decoder call")
-    run.add_argument("--reproduce-reference-quirks", action="store_true",
-                     help="training-free mode: the reference code's 'largest mask' choice (area modulo 256)")
+    add_tracker_args(parser)
     add_model_args(parser)
     return parser
 
 
 def run_set(args: argparse.Namespace, out: Path, sequences: Optional[Sequence[str]]) -> None:
-    """Track every sequence of the set into ``out/<sequence>/`` (complete sequences are skipped, partial ones
-    resumed) and record the configuration in ``out/vos_config.json``."""
-    from tqdm import tqdm
+    """Track every sequence of the set into ``out/<sequence>/`` through the batch runner; a failed sequence is an
+    error (the evaluation needs all of them)."""
+    from vos.batch import BatchRun, davis_jobs, run_local
 
-    from vos import __version__
-    from vos.cli import track
-    from vos.cli.common import model_from_args
-    from vos.datasets.davis import DavisDataset
-
-    dataset = DavisDataset(args.davis_root, set=args.set, resolution=args.resolution, only=sequences)
-    out.mkdir(parents=True, exist_ok=True)
-    options = ["--method", args.method, "--model", args.model, "--encoder", args.encoder]
-    options += ["--checkpoint", args.checkpoint] if args.checkpoint else []
-    options += ["--device", args.device] if args.device else []
-    options += ["--decoder-batch", str(args.decoder_batch)] if args.decoder_batch else []
-    options += ["--random-weights"] if args.random_weights else []
-    options += ["--reproduce-reference-quirks"] if args.reproduce_reference_quirks else []
-    config = {"vos_version": __version__, "davis_root": str(Path(args.davis_root).resolve()), "set": args.set,
-              "resolution": args.resolution, "sequences": [seq.name for seq in dataset], "track_options": options,
-              "command": f"python tools/eval_davis.py --run --davis-root {args.davis_root} --set {args.set} "
-                         f"--out {out} " + " ".join(options)}
-    (out / "vos_config.json").write_text(json.dumps(config, indent=1) + "\n")
-    sam = model_from_args(args)
-    for seq in tqdm(dataset, unit="sequence", desc="tracking", disable=args.no_progress):
-        seq_out = out / seq.name
-        if seq.image_dir is None:
-            raise DatasetError(f"{Path(args.davis_root) / 'JPEGImages' / args.resolution / seq.name}: frames "
-                               f"missing: --run needs the JPEG frames of every sequence")
-        if seq_out.is_dir() and len(list(seq_out.glob("[0-9]*.png"))) == len(seq):
-            continue
-        argv = ["--video", str(seq.image_dir), "--mask", str(seq.annotation_path(0)), "--out", str(seq_out)]
-        argv += ["--resume"] if (seq_out / track.RUN_FILE).is_file() else []
-        track.run_tracking(track.build_parser().parse_args(argv + options), model=sam, progress=False)
+    jobs = davis_jobs(args.davis_root, set=args.set, resolution=args.resolution, sequences=sequences)
+    batch = BatchRun(out, tracker=tracker_options(args), model=model_options(args))
+    summary = run_local(jobs, batch)
+    failed = [r for r in summary.results.values() if r is not None and r.status == "failed"]
+    if failed:
+        raise EvaluationError(f"{len(failed)} sequence(s) could not be tracked, e.g. {failed[0].video}: "
+                              f"{failed[0].error} (see {out / 'batch_summary.csv'})")
 
 
 def evaluate_and_report(davis_root: Path, results: Path, out_dir: Path, set: str = "val",

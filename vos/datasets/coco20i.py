@@ -21,7 +21,7 @@ from PIL import Image
 from vos.datasets import safe_pickle
 from vos.io.images import read_rgb
 from vos.errors import DatasetError
-from vos.eval.episodic import Episode, check_fold_shot, choose_index, episode_rng
+from vos.datasets.episodes import Episode, check_fold_shot, choose_index, episode_rng
 
 FOLDS = 4
 CLASSES = 80

@@ -24,7 +24,7 @@ from PIL import Image
 
 from vos.io.images import read_rgb
 from vos.errors import DatasetError, InputError
-from vos.eval.episodic import Episode, check_fold_shot, choose_index, episode_rng
+from vos.datasets.episodes import Episode, check_fold_shot, choose_index, episode_rng
 
 TEST_CLASSES = 240
 SPLIT_CANDIDATES = ("FSS-1000/splits/test.txt", "FSS-1000/test.txt", "splits/fss/test.txt")

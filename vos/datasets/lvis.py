@@ -22,7 +22,7 @@ import pycocotools.mask as mask_util
 from vos.datasets import safe_pickle
 from vos.io.images import read_rgb
 from vos.errors import DatasetError
-from vos.eval.episodic import Episode, check_fold_shot, choose_index, episode_rng
+from vos.datasets.episodes import Episode, check_fold_shot, choose_index, episode_rng
 
 FOLDS = 10
 EPISODES = 2300

@@ -26,7 +26,7 @@ from vos.datasets import safe_pickle
 from vos.datasets.lvis import fold_classes, segmentation_mask
 from vos.io.images import read_rgb
 from vos.errors import DatasetError
-from vos.eval.episodic import Episode, check_fold_shot, choose_index, episode_rng
+from vos.datasets.episodes import Episode, check_fold_shot, choose_index, episode_rng
 
 PASCAL_FOLDS = ("animals", "indoor", "person", "vehicles")
 PASCAL_MAX_EPISODES = 2500

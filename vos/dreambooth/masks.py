@@ -136,10 +136,11 @@ def segment_with_persam(items: Sequence[InstanceImage], sam: torch.nn.Module, re
     """Segment the subject in every photo that has no mask yet, with PerSAM (``finetune``: PerSAM-F, trained for
     ``finetune_iterations`` AdamW steps) personalised on ``items[ref_index]`` and its mask. A photo where PerSAM
     finds nothing is a :class:`MaskError`."""
-    from vos.persam import PerSAM, PerSAMF
+    from vos.methods import image_engine
 
     ref = items[ref_index]
-    engine = PerSAMF(sam, iterations=finetune_iterations) if finetune else PerSAM(sam)
+    engine = (image_engine("persam_f", sam, iterations=finetune_iterations) if finetune
+              else image_engine("persam", sam))
     engine.set_reference(ref.image, ref.mask)
     todo = [item for item in items if item.mask is None]
     for item in tqdm(todo, desc="PerSAM-F masks" if finetune else "PerSAM masks", disable=not progress):

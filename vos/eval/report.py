@@ -1,5 +1,5 @@
 """Result files of the image benchmarks: a JSON document and a markdown table, both recording the protocol;
-prediction PNGs; the settings guard of resumable output folders.
+prediction PNGs.
 
 Every file is written atomically (temporary file in the same folder + rename), so an interrupted run never leaves
 a truncated result.
@@ -82,24 +82,3 @@ def write_mask_png(path: Union[str, Path], mask: np.ndarray, color: Tuple[int, i
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="PNG")
     atomic_write_bytes(path, buf.getvalue())
-
-
-def check_run_settings(out_dir: Union[str, Path], settings: Mapping[str, Any]) -> None:
-    """Guard resumable outputs: ``<out_dir>/run.json`` records the settings predictions depend on.
-
-    A first run writes it; a later run must have the same settings, else :class:`OutputError` (the folder holds
-    another run: use another ``--out``).
-    """
-    path = Path(out_dir) / "run.json"
-    wanted = json.loads(json.dumps(dict(settings)))
-    if path.is_file():
-        try:
-            found = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise OutputError(f"{path}: cannot read the previous run's settings ({err})") from err
-        if found != wanted:
-            diff = ", ".join(f"{k}: {found.get(k)!r} → {wanted.get(k)!r}" for k in sorted(set(found) | set(wanted))
-                             if found.get(k) != wanted.get(k))
-            raise OutputError(f"{out_dir} holds another run ({diff}); use another --out folder or delete it")
-        return
-    atomic_write_bytes(path, (json.dumps(wanted, indent=1) + "\n").encode("utf-8"))

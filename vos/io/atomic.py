@@ -1,15 +1,23 @@
 """Atomic file writes: every output goes to a hidden temporary file beside its target and is renamed over it, so an
-interrupted run never leaves a truncated file."""
+interrupted run never leaves a truncated file. Files get the usual permissions (``0o666`` minus the umask)."""
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from pathlib import Path
-from typing import IO, Callable, Union
+from typing import IO, Callable, Tuple, Union
 
 from PIL import Image
 
 from vos.errors import OutputError
+
+
+def create_temp(path: Union[str, os.PathLike]) -> Tuple[int, str]:
+    """A new hidden file beside ``path`` (unique name, so concurrent writers never share one), created with mode
+    ``0o666`` minus the umask; returns its descriptor and path. Raises ``OSError``."""
+    path = Path(path)
+    tmp = str(path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"))
+    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
 
 
 def atomic_write(path: Union[str, os.PathLike], write: Callable[[IO], None], binary: bool = True,
@@ -18,7 +26,7 @@ def atomic_write(path: Union[str, os.PathLike], write: Callable[[IO], None], bin
     before the rename. A failure removes the temporary file and raises :class:`OutputError` naming ``path``."""
     path = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = create_temp(path)
     except OSError as err:
         raise OutputError(f"{path}: cannot write ({err})") from None
     try:

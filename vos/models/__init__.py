@@ -1,4 +1,5 @@
-"""SAM backends: official checkpoints (SAM, MobileSAM, HQ-SAM), cache + download, test-size configurations."""
+"""Models: official checkpoints (SAM, MobileSAM, HQ-SAM, SAM 2.1), cache + download, test-size configurations, and
+the seam through which the engines use them (:mod:`vos.models.backend`)."""
 from __future__ import annotations
 
 from typing import Optional, Union
@@ -12,7 +13,7 @@ from vos.models.fast_encoder import encoder_kind, use_fast_encoder, use_stock_en
 from vos.models.registry import MODELS, ModelSpec, get_spec
 from vos.models.tiny import build_tiny_sam
 
-__all__ = ["load_sam", "default_device", "build_tiny_sam", "MODELS", "ModelSpec", "cache_dir", "is_hq",
+__all__ = ["load_model", "load_sam", "default_device", "build_tiny_sam", "MODELS", "ModelSpec", "cache_dir",
            "encoder_kind", "use_fast_encoder", "use_stock_encoder"]
 
 
@@ -23,11 +24,6 @@ def default_device() -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
-
-
-def is_hq(sam: nn.Module) -> bool:
-    """True for HQ-SAM models (their encoder also returns early-layer features, their decoder takes them)."""
-    return hasattr(sam.mask_decoder, "hf_token")
 
 
 def load_sam(name: str, checkpoint: Optional[str] = None, device: Union[str, torch.device, None] = None,
@@ -50,3 +46,15 @@ def load_sam(name: str, checkpoint: Optional[str] = None, device: Union[str, tor
         use_fast_encoder(model)
     model.requires_grad_(False)
     return model.to(torch.device(device) if device is not None else default_device()).eval()
+
+
+def load_model(name: str, checkpoint: Optional[str] = None, device: Union[str, torch.device, None] = None,
+               encoder: str = "fast", random_weights: bool = False, seed: int = 0) -> nn.Module:
+    """Any registered model by name: :func:`load_sam` for the SAM family, ``vos.models.sam2.load_sam2`` for SAM 2.1
+    (``encoder`` applies to SAM ViT encoders only)."""
+    if get_spec(name).family == "sam2":
+        from vos.models.sam2 import load_sam2
+
+        return load_sam2(name, checkpoint=checkpoint, device=device, random_weights=random_weights, seed=seed)
+    return load_sam(name, checkpoint=checkpoint, device=device, encoder=encoder, random_weights=random_weights,
+                    seed=seed)

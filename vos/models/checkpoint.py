@@ -11,7 +11,8 @@ from typing import Dict, Optional
 import torch
 import torch.nn as nn
 
-from vos.errors import CheckpointError
+from vos.errors import CheckpointError, OutputError
+from vos.io.atomic import atomic_write, create_temp
 from vos.models.registry import ModelSpec
 
 _VERIFIED_SUFFIX = ".verified"
@@ -49,32 +50,41 @@ def _verify(spec: ModelSpec, path: Path) -> None:
         raise CheckpointError(f"{path}: sha256 {actual} does not match the official {spec.filename} "
                               f"({spec.sha256}); the file is corrupt or another file. Delete it and "
                               + _how_to_supply(spec, path))
-    marker.write_text(stamp + "\n")
+    try:
+        atomic_write(marker, lambda f: f.write(stamp + "\n"), binary=False)
+    except OutputError:
+        pass    # a read-only folder: the file is verified again next time
 
 
 def _download(spec: ModelSpec, target: Path) -> None:
-    """Download to a temp file beside ``target`` with a progress bar; rename only after the hash matches."""
+    """Download into a temporary file of this process beside ``target`` with a progress bar; rename it over
+    ``target`` only after its hash matches (processes filling one cache at once never share a partial file)."""
     from tqdm import tqdm
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    part = target.with_name(target.name + ".part")
     try:
-        with urllib.request.urlopen(spec.url, timeout=30) as response, open(part, "wb") as out:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, part = create_temp(target)
+    except OSError as err:
+        raise CheckpointError(f"cannot write the checkpoint cache {target.parent} ({err}); "
+                              + _how_to_supply(spec, target)) from None
+    try:
+        with urllib.request.urlopen(spec.url, timeout=30) as response, os.fdopen(fd, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {spec.filename}") as bar:
                 for block in iter(lambda: response.read(1 << 20), b""):
                     out.write(block)
                     bar.update(len(block))
+        if spec.sha256 is not None and file_sha256(Path(part)) != spec.sha256:
+            raise CheckpointError(f"downloaded {spec.filename} does not match its sha256 {spec.sha256}; "
+                                  + _how_to_supply(spec, target))
+        os.replace(part, target)
     except (urllib.error.URLError, OSError, ValueError) as err:
-        part.unlink(missing_ok=True)
         reason = getattr(err, "reason", err)
         raise CheckpointError(f"checkpoint {spec.filename} for model {spec.name!r} is not in the cache and could not "
                               f"be downloaded ({reason}); " + _how_to_supply(spec, target)) from None
-    if spec.sha256 is not None and file_sha256(part) != spec.sha256:
-        part.unlink(missing_ok=True)
-        raise CheckpointError(f"downloaded {spec.filename} does not match its sha256 {spec.sha256}; "
-                              + _how_to_supply(spec, target))
-    os.replace(part, target)
+    finally:
+        if os.path.exists(part):
+            os.unlink(part)
 
 
 def resolve_checkpoint(spec: ModelSpec, checkpoint: Optional[str] = None) -> Path:

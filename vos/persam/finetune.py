@@ -5,6 +5,7 @@ recomputes them every iteration; the result is bit-identical). Then ``iterations
 """
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Sequence
@@ -14,10 +15,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vos.models.backend import ImageEmbedding, SamBackend
 from vos.persam import prior
-from vos.persam.decoder import decode, upscale
-from vos.persam.embedding import ImageEmbedding, encode_image
-from vos.persam.persam import PerSAM, Reference, _best, check_reference, make_reference
+from vos.persam.cascade import Prompts, boxes_of, non_empty, refine_twice, upscale_objects
+from vos.persam.persam import PerSAM, Reference, check_reference, make_reference, result_of, stage_trace
 from vos.persam.result import PerSAMResult
 
 #: Iterations at which :func:`fit_mask_weights` records the loss curve (as the conformance fixtures do).
@@ -57,28 +58,48 @@ def mixture(raw: torch.Tensor) -> torch.Tensor:
     return torch.cat((1 - raw.sum(0).unsqueeze(0), raw), dim=0)
 
 
-@contextmanager
-def single_thread() -> Iterator[None]:
-    """Run torch ops on one CPU thread inside the block.
+_THREADS = threading.Lock()
+_THREADS_STATE = {"users": 0, "saved": 0}
 
-    The fitting loop is ~30,000 small tensor ops; on a 2-core CPU one thread measured 1.1 s against 7.6-57 s with two
-    (each op pays a thread barrier, and OpenMP spin-waits explode when another process holds a core), and 9.6 s
-    against 12-37 s for a 480×854 object.
+#: Torch intra-op threads while PerSAM-F fits its weights (the default of ``fit_threads``).
+FIT_THREADS = 1
+
+
+@contextmanager
+def torch_threads(count: Optional[int]) -> Iterator[None]:
+    """Run torch ops with ``count`` intra-op threads inside the block (``None``: leave torch's setting alone).
+
+    Torch's thread count is process-wide, so the change is scoped and counted: the first block to start sets it,
+    overlapping blocks (other threads) keep it, and the last block to end restores the caller's count.
+
+    Why PerSAM-F fits on one thread: the loop is ~30,000 small tensor ops; on a 2-core CPU one thread measured 1.1 s
+    against 7.6-57 s with two (each op pays a thread barrier, and OpenMP spin-waits explode when another process
+    holds a core), and 9.6 s against 12-37 s for a 480×854 object.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    if count is None:
+        yield
+        return
+    with _THREADS:
+        if _THREADS_STATE["users"] == 0:
+            _THREADS_STATE["saved"] = torch.get_num_threads()
+            torch.set_num_threads(count)
+        _THREADS_STATE["users"] += 1
     try:
         yield
     finally:
-        torch.set_num_threads(threads)
+        with _THREADS:
+            _THREADS_STATE["users"] -= 1
+            if _THREADS_STATE["users"] == 0:
+                torch.set_num_threads(_THREADS_STATE["saved"])
 
 
 def fit_mask_weights(logits: torch.Tensor, target: torch.Tensor, iterations: int = 1000, lr: float = 1e-3,
-                     curve_points: Sequence[int] = ()) -> FitResult:
+                     curve_points: Sequence[int] = (), threads: Optional[int] = FIT_THREADS) -> FitResult:
     """Train the two mask weights on fixed reference logits ``3×H×W`` against ``target`` (``bool H×W``).
 
     Exactly the reference loop: AdamW(lr, eps=1e-4, weight decay 0.01), CosineAnnealingLR(T_max=iterations) stepped
-    each iteration, loss = dice + focal on the weighted sum of the three logit maps.
+    each iteration, loss = dice + focal on the weighted sum of the three logit maps. ``threads``: torch intra-op
+    threads during the loop (:func:`torch_threads`).
     """
     flat = logits.detach().flatten(1)
     gt = target.float().unsqueeze(0).flatten(1).to(flat.device)
@@ -86,7 +107,7 @@ def fit_mask_weights(logits: torch.Tensor, target: torch.Tensor, iterations: int
     optimizer = torch.optim.AdamW([raw], lr=lr, eps=1e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, iterations)
     wanted, curve = set(curve_points), []
-    with torch.enable_grad(), single_thread():
+    with torch.enable_grad(), torch_threads(threads):
         for it in range(iterations):
             weights = mixture(raw)
             mixed = (flat * weights).sum(0).unsqueeze(0)
@@ -111,61 +132,56 @@ class PerSAMFState:
 
 
 @torch.no_grad()
-def reference_logits(sam: nn.Module, ref: Reference, emb: ImageEmbedding, trace: Optional[dict] = None
+def reference_logits(backend: SamBackend, ref: Reference, emb: ImageEmbedding, trace: Optional[dict] = None
                      ) -> torch.Tensor:
     """The three high-res multimask logit maps ``3×H×W`` on the reference, prompted at its self-location peak."""
-    sim_grid, sim = prior.similarity(sam, ref.target_max_mean, prior.normalized_cells_hwc(emb.features), emb)
+    sim_grid, sim = prior.similarity(backend, ref.target_max_mean, prior.normalized_cells_hwc(emb.features), emb)
     point = prior.top_points(sim[0], 1)
-    out = decode(sam, emb, point[None], np.array([[1]]), multimask=True)
-    logits = upscale(sam, emb, out.low_res)[0]
+    out = backend.decode(emb, point[None], np.array([[1]]), multimask=True)
+    logits = backend.upscale(emb, out.low_res)[0]
     if trace is not None:
         trace.update(ref_sim_grid=sim_grid[0], train_point_xy=point[0], train_scores=out.scores[0],
                      train_masks=logits > 0)
     return logits
 
 
-def _weighted(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """``Σ_k w_k · values_k`` over the first axis of a ``3×…`` tensor."""
-    return (values * weights.reshape(-1, *([1] * (values.dim() - 1)))).sum(0)
+def mix(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``Σ_k w_k · values[:, k]`` for ``B×3×…`` values and ``B×3`` weights, keeping the axis: ``B×1×…``."""
+    return (values * weights.reshape(*weights.shape, *([1] * (values.dim() - 2)))).sum(1, keepdim=True)
 
 
 @torch.no_grad()
-def persam_f_segment(sam: nn.Module, state: PerSAMFState, emb: ImageEmbedding, trace: bool = False
+def persam_f_segment(backend: SamBackend, state: PerSAMFState, emb: ImageEmbedding, trace: bool = False
                      ) -> PerSAMResult:
     """PerSAM-F inference cascade on an encoded test image (spec §3, inference steps 1-5)."""
-    t = {} if trace else None
-    sim_grid, sim = prior.similarity(sam, state.target, prior.normalized_cells(emb.features), emb)
+    sim_grid, sim = prior.similarity(backend, state.target, prior.normalized_cells(emb.features), emb)
     point = prior.top_points(sim[0], 1)
-    points, labels = point[None], np.array([[1]])
-    s1 = decode(sam, emb, points, labels, multimask=True)
-    high = upscale(sam, emb, s1.low_res)[0]
-    weighted_mask = _weighted(high, state.weights) > 0
-    weighted_low = _weighted(s1.low_res[0], state.weights)
-    box2 = prior.mask_box(weighted_mask.cpu().numpy())
-    s2 = decode(sam, emb, points, labels, boxes=box2[None], mask_input=weighted_low[None, None], multimask=True)
-    b2 = _best(s2.scores[0])
-    box3 = prior.mask_box((upscale(sam, emb, s2.low_res[:, b2:b2 + 1])[0, 0] > 0).cpu().numpy())
-    s3 = decode(sam, emb, points, labels, boxes=box3[None], mask_input=s2.low_res[:, b2:b2 + 1], multimask=True)
-    b3 = _best(s3.scores[0])
-    logits = upscale(sam, emb, s3.low_res[:, b3:b3 + 1])[0, 0]
-    if t is not None:
-        t.update(sim_grid=sim_grid[0], point_xy=point[0], step1=s1, step1_masks=high > 0,
-                 weighted_mask=weighted_mask, weighted_lowres_logits=weighted_low, stage2_box=box2, stage2=s2,
-                 stage2_best=b2, stage2_masks=upscale(sam, emb, s2.low_res)[0] > 0, stage3_box=box3, stage3=s3,
-                 stage3_best=b3, stage3_masks=upscale(sam, emb, s3.low_res)[0] > 0)
-    return PerSAMResult(mask=(logits > 0).cpu().numpy(), logits=logits.float().cpu().numpy(),
-                        score=float(s3.scores[0, b3]), points=points[0], labels=labels[0], trace=t or {})
+    prompts = Prompts(point[None], np.array([[1]]))
+    s1 = backend.decode(emb, prompts.points, prompts.labels, multimask=True)
+    high = upscale_objects(backend, emb, s1.low_res, 1)
+    weights = state.weights.reshape(1, 3)
+    weighted = mix(high, weights)[:, 0]
+    weighted_low = mix(s1.low_res, weights)
+    alive = non_empty(weighted)
+    r = refine_twice(backend, emb, prompts, alive, boxes_of(weighted[alive] > 0), weighted_low[alive], weighted, 1)
+    t = None
+    if trace:
+        t = dict(sim_grid=sim_grid[0], point_xy=point[0], step1=s1, step1_masks=high[0] > 0,
+                 weighted_mask=weighted[0] > 0, weighted_lowres_logits=weighted_low[0, 0],
+                 **stage_trace(backend, emb, {"stage2": r.b, "stage3": r.c}))
+    return result_of(r.final, float(r.scores()[0]), prompts, t)
 
 
 class PerSAMF(PerSAM):
     """PerSAM-F: ``set_reference(image, mask)``, then :meth:`fit`, then :meth:`segment`.
 
-    ``iterations`` and ``lr`` default to the paper's 1000 and 1e-3.
+    ``iterations`` and ``lr`` default to the paper's 1000 and 1e-3; ``fit_threads``: torch threads while fitting
+    (:func:`torch_threads`; ``None`` leaves torch's setting alone).
     """
 
-    def __init__(self, sam: nn.Module, iterations: int = 1000, lr: float = 1e-3):
+    def __init__(self, sam, iterations: int = 1000, lr: float = 1e-3, fit_threads: Optional[int] = FIT_THREADS):
         super().__init__(sam)
-        self.iterations, self.lr = iterations, lr
+        self.iterations, self.lr, self.fit_threads = iterations, lr, fit_threads
         self.state: Optional[PerSAMFState] = None
         self.fit_result: Optional[FitResult] = None
         self._train: Optional[tuple] = None
@@ -173,11 +189,11 @@ class PerSAMF(PerSAM):
 
     def set_reference(self, image: np.ndarray, mask: np.ndarray, mask_value: int = 128) -> "PerSAMF":
         mask_rgb = check_reference(image, mask, mask_value)
-        emb = encode_image(self.sam, image)
-        self.reference = make_reference(self.sam, emb, mask_rgb)
+        emb = self.backend.encode(image)
+        self.reference = make_reference(self.backend, emb, mask_rgb)
         self.state, self.fit_result = None, None
         self.train_trace = {}
-        logits = reference_logits(self.sam, self.reference, emb, self.train_trace)
+        logits = reference_logits(self.backend, self.reference, emb, self.train_trace)
         self._train = (logits, torch.as_tensor(mask_rgb[..., 0] > 0))   # target: any non-zero R (spec §3)
         return self
 
@@ -185,11 +201,11 @@ class PerSAMF(PerSAM):
         """Train the two mask weights on the reference (``iterations`` AdamW steps)."""
         ref = self._require_reference()
         logits, target = self._train
-        self.fit_result = fit_mask_weights(logits, target, self.iterations, self.lr, curve_points)
+        self.fit_result = fit_mask_weights(logits, target, self.iterations, self.lr, curve_points, self.fit_threads)
         self.state = PerSAMFState(ref.target_max_mean, self.fit_result.weights)
         return self.fit_result
 
     def segment(self, image: np.ndarray, trace: bool = False) -> PerSAMResult:
         if self.state is None:
             self.fit()
-        return persam_f_segment(self.sam, self.state, encode_image(self.sam, image), trace)
+        return persam_f_segment(self.backend, self.state, self.backend.encode(image), trace)

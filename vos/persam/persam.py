@@ -6,12 +6,12 @@ from typing import Optional
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 from vos.errors import InputError, MaskError
+from vos.models.backend import ImageEmbedding, SamBackend, check_image, sam_backend
 from vos.persam import prior
-from vos.persam.decoder import Guidance, decode, upscale
-from vos.persam.embedding import ImageEmbedding, check_image, encode_image
+from vos.persam.cascade import Prompts, refine_twice
+from vos.persam.guidance import Guidance, guided_transformer
 from vos.persam.result import PerSAMResult
 
 
@@ -26,9 +26,9 @@ class Reference:
     target_max_mean: torch.Tensor
 
 
-def make_reference(sam: nn.Module, emb: ImageEmbedding, mask_rgb: np.ndarray) -> Reference:
+def make_reference(backend: SamBackend, emb: ImageEmbedding, mask_rgb: np.ndarray) -> Reference:
     """Reference features from an encoded reference image and its 3-channel mask (``uint8 H×W×3``)."""
-    grid = prior.grid_mask(sam, mask_rgb, tuple(emb.features.shape[-2:]))
+    grid = prior.grid_mask(backend, mask_rgb, tuple(emb.features.shape[-2:]))
     cells = prior.reference_cells(emb.features, grid)
     embedding, target = prior.mean_target(cells)
     return Reference(grid, embedding, target, prior.max_mean_target(cells))
@@ -47,42 +47,48 @@ def check_reference(image: np.ndarray, mask: np.ndarray, mask_value: int) -> np.
     return mask_rgb
 
 
-def _best(scores: torch.Tensor) -> int:
-    """First index of the maximum (numpy ``argmax`` semantics)."""
-    return int(np.argmax(scores.cpu().numpy()))
+def result_of(final: torch.Tensor, score: float, prompts: Prompts, trace: Optional[dict]) -> PerSAMResult:
+    """The :class:`PerSAMResult` of a batch of one: ``final`` ``1×H×W`` logits."""
+    logits = final[0]
+    return PerSAMResult(mask=(logits > 0).cpu().numpy(), logits=logits.float().cpu().numpy(), score=score,
+                        points=prompts.points[0], labels=prompts.labels[0], trace=trace or {})
+
+
+def stage_trace(backend: SamBackend, emb: ImageEmbedding, passes: dict) -> dict:
+    """Trace entries of the refinement passes of a batch of one (fixture names: ``<stage>``, ``<stage>_best``,
+    ``<stage>_masks``, ``<stage>_box``); a pass that did not run (empty mask before it) has none."""
+    t = {}
+    for name, p in passes.items():
+        if len(p.idx):
+            t.update({name: p.out, f"{name}_best": int(p.chosen[0]),
+                      f"{name}_masks": backend.upscale(emb, p.out.low_res)[0] > 0,
+                      f"{name}_box": None if p.boxes is None else p.boxes[0]})
+    return t
 
 
 @torch.no_grad()
-def persam_segment(sam: nn.Module, ref: Reference, emb: ImageEmbedding, trace: bool = False) -> PerSAMResult:
+def persam_segment(backend: SamBackend, ref: Reference, emb: ImageEmbedding, trace: bool = False) -> PerSAMResult:
     """Segment the reference object in an encoded test image (spec §2 steps 2-7).
 
     Only the high-res masks that the algorithm uses are computed (the chosen one per refinement), unless ``trace``
     asks for every intermediate (the names of the conformance fixtures).
     """
-    t = {} if trace else None
-    sim_grid, sim = prior.similarity(sam, ref.target, prior.normalized_cells(emb.features), emb)
+    sim_grid, sim = prior.similarity(backend, ref.target, prior.normalized_cells(emb.features), emb)
     sim = sim[0]
     pos, neg = prior.top_points(sim, 1), prior.top_points(sim, 1, largest=False)
-    points = np.concatenate([pos, neg])[None]
-    labels = np.array([[1, 0]])
+    prompts = Prompts(np.concatenate([pos, neg])[None], np.array([[1, 0]]))
     bias = prior.attention_bias(sim, tuple(emb.features.shape[-2:]))
-
-    s1 = decode(sam, emb, points, labels, multimask=False, guidance=Guidance(bias, ref.embedding))
-    s2 = decode(sam, emb, points, labels, mask_input=s1.low_res, multimask=True)
-    b2 = _best(s2.scores[0])
-    mask2 = upscale(sam, emb, s2.low_res[:, b2:b2 + 1])[0, 0] > 0
-    box = prior.mask_box(mask2.cpu().numpy())
-    s3 = decode(sam, emb, points, labels, boxes=box[None], mask_input=s2.low_res[:, b2:b2 + 1], multimask=True)
-    b3 = _best(s3.scores[0])
-    logits = upscale(sam, emb, s3.low_res[:, b3:b3 + 1])[0, 0]
-    if t is not None:
-        t.update(sim_grid=sim_grid[0], sim_full=sim, attn_bias=bias.reshape(sim_grid.shape[-2:]),
+    s1 = backend.decode(emb, prompts.points, prompts.labels, multimask=False,
+                        transformer=guided_transformer(backend.transformer, Guidance(bias, ref.embedding)))
+    r = refine_twice(backend, emb, prompts, np.arange(1), None, s1.low_res,
+                     torch.full((1,) + emb.original_size, -1.0, device=backend.device), batch=1)
+    t = None
+    if trace:
+        t = dict(sim_grid=sim_grid[0], sim_full=sim, attn_bias=bias.reshape(sim_grid.shape[-2:]),
                  positive_point_xy=pos[0], negative_point_xy=neg[0], stage1=s1,
-                 stage1_mask=upscale(sam, emb, s1.low_res)[0, 0] > 0, stage2=s2, stage2_best=b2,
-                 stage2_masks=upscale(sam, emb, s2.low_res)[0] > 0, stage3_box=box, stage3=s3, stage3_best=b3,
-                 stage3_masks=upscale(sam, emb, s3.low_res)[0] > 0)
-    return PerSAMResult(mask=(logits > 0).cpu().numpy(), logits=logits.float().cpu().numpy(),
-                        score=float(s3.scores[0, b3]), points=points[0], labels=labels[0], trace=t or {})
+                 stage1_mask=backend.upscale(emb, s1.low_res)[0, 0] > 0)
+        t.update(stage_trace(backend, emb, {"stage2": r.b, "stage3": r.c}))
+    return result_of(r.final, float(r.scores()[0]), prompts, t)
 
 
 class PerSAM:
@@ -90,10 +96,12 @@ class PerSAM:
 
     >>> persam = PerSAM(sam).set_reference(image, mask)   # image uint8 H×W×3 RGB, mask H×W (non-zero = object)
     >>> result = persam.segment(other_image)              # PerSAMResult
+
+    Each instance keeps its own reference; several instances (in several threads) may share one model.
     """
 
-    def __init__(self, sam: nn.Module):
-        self.sam = sam
+    def __init__(self, sam):
+        self.backend = sam_backend(sam)
         self.reference: Optional[Reference] = None
 
     def set_reference(self, image: np.ndarray, mask: np.ndarray, mask_value: int = 128) -> "PerSAM":
@@ -103,7 +111,7 @@ class PerSAM:
         are painted with R = ``mask_value``; the reference grid keeps cells whose pooled R exceeds 123.675 (spec §1.1).
         """
         mask_rgb = check_reference(image, mask, mask_value)
-        self.reference = make_reference(self.sam, encode_image(self.sam, image), mask_rgb)
+        self.reference = make_reference(self.backend, self.backend.encode(image), mask_rgb)
         return self
 
     def _require_reference(self) -> Reference:
@@ -114,4 +122,4 @@ class PerSAM:
     def segment(self, image: np.ndarray, trace: bool = False) -> PerSAMResult:
         """Segment the personalised object in an RGB ``uint8 H×W×3`` image."""
         ref = self._require_reference()
-        return persam_segment(self.sam, ref, encode_image(self.sam, image), trace)
+        return persam_segment(self.backend, ref, self.backend.encode(image), trace)

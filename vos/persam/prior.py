@@ -10,11 +10,10 @@ from typing import Tuple
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from vos.errors import InputError, MaskError
-from vos.persam.embedding import ImageEmbedding, resize_to_input
+from vos.models.backend import ImageEmbedding, SamBackend
 
 
 def reference_mask_rgb(mask: np.ndarray, value: int = 128) -> np.ndarray:
@@ -33,14 +32,14 @@ def reference_mask_rgb(mask: np.ndarray, value: int = 128) -> np.ndarray:
 
 
 @torch.no_grad()
-def grid_mask(sam: nn.Module, mask_rgb: np.ndarray, grid_hw: Tuple[int, int]) -> torch.Tensor:
+def grid_mask(backend: SamBackend, mask_rgb: np.ndarray, grid_hw: Tuple[int, int]) -> torch.Tensor:
     """Reference mask pooled onto the embedding grid (§1.1): ``bool grid_h×grid_w`` tensor.
 
     Reproduces the reference exactly: the RGB mask is resized like the image, normalised **like an image**
-    (``sam.preprocess``), padded, bilinearly reduced to the grid; a cell is foreground iff channel 0 > 0, i.e. iff the
-    interpolated R value exceeds the pixel mean 123.675. Padding cells are never foreground.
+    (:meth:`SamBackend.input_tensor`), padded, bilinearly reduced to the grid; a cell is foreground iff channel 0 > 0,
+    i.e. iff the interpolated R value exceeds the pixel mean 123.675. Padding cells are never foreground.
     """
-    pooled = F.interpolate(sam.preprocess(resize_to_input(sam, mask_rgb)), size=grid_hw, mode="bilinear")
+    pooled = F.interpolate(backend.input_tensor(mask_rgb), size=grid_hw, mode="bilinear")
     return pooled.squeeze()[0] > 0
 
 
@@ -83,7 +82,7 @@ def normalized_cells_hwc(features: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def similarity(sam: nn.Module, target: torch.Tensor, cells: torch.Tensor, emb: ImageEmbedding
+def similarity(backend: SamBackend, target: torch.Tensor, cells: torch.Tensor, emb: ImageEmbedding
                ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Location confidence (§1.3). ``target``: ``K×C`` unit vectors, ``cells``: ``C×(h·w)`` unit embeddings.
 
@@ -92,7 +91,7 @@ def similarity(sam: nn.Module, target: torch.Tensor, cells: torch.Tensor, emb: I
     h, w = emb.features.shape[-2:]
     grid = (target @ cells).reshape(target.shape[0], 1, h, w)
     full = F.interpolate(grid, scale_factor=4, mode="bilinear")
-    full = sam.postprocess_masks(full, emb.input_size, emb.original_size)
+    full = backend.postprocess(emb, full)
     return grid[:, 0], full[:, 0]
 
 

@@ -1,0 +1,220 @@
+"""The model seam: the few operations ``persam/``, ``trackers/`` and ``prompts`` need from a SAM-family model.
+
+:func:`sam_backend` wraps a ``segment_anything`` ``Sam`` (SAM, MobileSAM) or a ``segment_anything_hq`` ``Sam``
+(HQ-SAM) in a :class:`SamBackend`: encode an image once, decode a batch of prompts on that embedding, upscale
+low-resolution logits, map coordinates. Nothing outside this module looks at a model's attributes to tell the kinds
+apart: the choice is made here, once, from the decoder's class.
+
+Coordinates: points are ``(x, y)`` pixels of the original image and boxes ``[x0, y0, x1, y1]``, mapped to the
+encoder input exactly as ``SamPredictor.predict`` does. Maps are row-major ``[y, x]``.
+
+A backend never mutates its model: a per-call variant of the mask decoder (PerSAM's target guidance) is passed as
+a replacement transformer and runs on a shallow :func:`module_view` of the decoder, so several threads can share
+one model.
+"""
+from __future__ import annotations
+
+import copy
+import sys
+import weakref
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+from segment_anything.utils.transforms import ResizeLongestSide
+
+from vos.errors import InputError
+
+
+@dataclass
+class ImageEmbedding:
+    """The encoder output for one image.
+
+    ``features``: ``1×C×64×64`` float tensor (C = 256 for real SAM). ``input_size``: ``(h', w')`` of the resized
+    image before padding. ``original_size``: ``(H, W)`` of the image. ``interm``: HQ-SAM's early-layer features
+    (list of ``1×64×64×D`` tensors), ``None`` for other models.
+    """
+
+    features: torch.Tensor
+    input_size: Tuple[int, int]
+    original_size: Tuple[int, int]
+    interm: Optional[List[torch.Tensor]] = None
+
+
+@dataclass
+class DecoderOutput:
+    """``low_res``: ``B×K×256×256`` mask logits (K = 3 multimask outputs, or 1); ``scores``: ``B×K`` predicted IoU."""
+
+    low_res: torch.Tensor
+    scores: torch.Tensor
+
+
+def check_image(image: np.ndarray, what: str = "image") -> np.ndarray:
+    """Validate an RGB ``uint8 H×W×3`` array (a clear :class:`InputError` otherwise)."""
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        shape = getattr(image, "shape", None)
+        dtype = getattr(image, "dtype", type(image).__name__)
+        raise InputError(f"{what} must be an RGB uint8 H×W×3 array, got shape {shape} dtype {dtype}")
+    if min(image.shape[:2]) < 1:
+        raise InputError(f"{what} is empty (shape {image.shape})")
+    return image
+
+
+def module_view(module: nn.Module, **children: nn.Module) -> nn.Module:
+    """A shallow copy of ``module`` whose named child modules are replaced by ``children``.
+
+    Parameters, buffers and every other child are shared with ``module``, which is left untouched: the view is a
+    per-call variant, safe while other threads run ``module`` itself.
+    """
+    view = copy.copy(module)
+    view.__dict__["_modules"] = {**module._modules, **children}
+    return view
+
+
+_DENSE_PE: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def dense_pe(prompt_encoder: nn.Module) -> torch.Tensor:
+    """``prompt_encoder.get_dense_pe()`` (``1×C×64×64``), computed once per model state: it depends on neither the
+    image nor the prompts, yet segment_anything recomputes it (sines and cosines of the whole grid) every call.
+    Recomputed when the encoding's random matrix moves or changes (new weights loaded)."""
+    matrix = prompt_encoder.pe_layer.positional_encoding_gaussian_matrix
+    key = (matrix.device, matrix.data_ptr(), matrix._version)
+    cached = _DENSE_PE.get(prompt_encoder)
+    if cached is None or cached[0] != key:
+        cached = _DENSE_PE[prompt_encoder] = (key, prompt_encoder.get_dense_pe())
+    return cached[1]
+
+
+class SamBackend:
+    """SAM and MobileSAM (``segment_anything`` classes): encoder, prompt encoder and mask decoder as published."""
+
+    #: A short name of the model kind (``"sam"``, ``"hq"``).
+    kind = "sam"
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self._resize = ResizeLongestSide(model.image_encoder.img_size)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def transformer(self) -> nn.Module:
+        """The mask decoder's two-way transformer (what :meth:`decode` may replace for one call)."""
+        return self.model.mask_decoder.transformer
+
+    def input_tensor(self, image: np.ndarray) -> torch.Tensor:
+        """``H×W×C`` uint8 → ``1×C×S×S`` float: resized (longest side = encoder input size, segment_anything's
+        ``ResizeLongestSide``), normalised with the pixel mean/std and zero-padded, as ``SamPredictor.set_image``."""
+        resized = self._resize.apply_image(image)
+        x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
+        return self.model.preprocess(x)
+
+    @torch.no_grad()
+    def encode(self, image: np.ndarray) -> ImageEmbedding:
+        """Run the image encoder once on an RGB ``uint8 H×W×3`` image."""
+        check_image(image)
+        resized = self._resize.get_preprocess_shape(image.shape[0], image.shape[1], self.model.image_encoder.img_size)
+        features, interm = self._encoder_output(self.model.image_encoder(self.input_tensor(image)))
+        return ImageEmbedding(features, (int(resized[0]), int(resized[1])), (int(image.shape[0]), int(image.shape[1])),
+                              interm)
+
+    def _encoder_output(self, out) -> Tuple[torch.Tensor, Optional[List[torch.Tensor]]]:
+        return out, None
+
+    @torch.no_grad()
+    def decode(self, emb: ImageEmbedding, points: Optional[np.ndarray] = None, labels: Optional[np.ndarray] = None,
+               boxes: Optional[np.ndarray] = None, mask_input: Optional[torch.Tensor] = None, multimask: bool = True,
+               transformer: Optional[nn.Module] = None) -> DecoderOutput:
+        """One batched decoder call for B prompts on one image embedding.
+
+        ``points``: ``B×N×2`` ``(x, y)`` pixels of the original image, ``labels``: ``B×N`` (1 fg, 0 bg); ``boxes``:
+        ``B×4`` ``[x0, y0, x1, y1]`` pixels; ``mask_input``: ``B×1×256×256`` logits. ``transformer``: a replacement
+        for the decoder's two-way transformer in this call only (same call signature).
+        """
+        point_prompt = None
+        if points is not None:
+            coords = torch.as_tensor(self._resize.apply_coords(points, emb.original_size), dtype=torch.float,
+                                     device=self.device)
+            point_prompt = (coords, torch.as_tensor(labels, dtype=torch.int, device=self.device))
+        box_prompt = None
+        if boxes is not None:
+            box_prompt = torch.as_tensor(self._resize.apply_boxes(boxes, emb.original_size), dtype=torch.float,
+                                         device=self.device)
+        sparse, dense = self.model.prompt_encoder(points=point_prompt, boxes=box_prompt, masks=mask_input)
+        decoder = self.model.mask_decoder
+        if transformer is not None:
+            decoder = module_view(decoder, transformer=transformer)
+        low_res, scores = self._run_decoder(decoder, emb, sparse, dense, multimask)
+        return DecoderOutput(low_res, scores)
+
+    def _run_decoder(self, decoder: nn.Module, emb: ImageEmbedding, sparse: torch.Tensor, dense: torch.Tensor,
+                     multimask: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+        return decoder(image_embeddings=emb.features, image_pe=dense_pe(self.model.prompt_encoder),
+                       sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=multimask)
+
+    def postprocess(self, emb: ImageEmbedding, maps: torch.Tensor) -> torch.Tensor:
+        """Maps on the padded input grid ``B×K×h×w`` → ``B×K×H×W`` at the original size (SAM's post-processing:
+        bilinear to the input size, crop the padding, bilinear to the image size)."""
+        return self.model.postprocess_masks(maps, emb.input_size, emb.original_size)
+
+    def upscale(self, emb: ImageEmbedding, low_res: torch.Tensor) -> torch.Tensor:
+        """Low-res logits ``B×K×256×256`` → high-res logits ``B×K×H×W``."""
+        return self.postprocess(emb, low_res)
+
+
+class HqSamBackend(SamBackend):
+    """HQ-SAM (``segment_anything_hq``): the encoder also returns early-layer features; each of SAM's K outputs is
+    corrected with the HQ token's mask (HQ-SAM's own output is the best SAM mask plus the HQ mask; PerSAM needs all
+    three scales)."""
+
+    kind = "hq"
+
+    def _encoder_output(self, out) -> Tuple[torch.Tensor, Optional[List[torch.Tensor]]]:
+        return out[0], out[1]
+
+    def _run_decoder(self, decoder: nn.Module, emb: ImageEmbedding, sparse: torch.Tensor, dense: torch.Tensor,
+                     multimask: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+        vit = emb.interm[0].permute(0, 3, 1, 2)
+        hq_features = decoder.embedding_encoder(emb.features) + decoder.compress_vit_feat(vit)
+        masks, iou = decoder.predict_masks(image_embeddings=emb.features, image_pe=dense_pe(self.model.prompt_encoder),
+                                           sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                           hq_features=hq_features)
+        hq = decoder.num_mask_tokens - 1
+        sel = slice(1, hq) if multimask else slice(0, 1)
+        return masks[:, sel] + masks[:, hq:], iou[:, sel]
+
+
+def _is_hq_decoder(decoder: nn.Module) -> bool:
+    hq = sys.modules.get("segment_anything_hq.modeling.mask_decoder_hq")
+    return hq is not None and isinstance(decoder, hq.MaskDecoderHQ)
+
+
+def is_sam2(model) -> bool:
+    """True for SAM 2 models (instances of ``sam2.modeling.sam2_base.SAM2Base``)."""
+    sam2 = sys.modules.get("sam2.modeling.sam2_base")
+    return sam2 is not None and isinstance(model, sam2.SAM2Base)
+
+
+def model_family(model) -> str:
+    """``"sam2"`` for SAM 2 models, ``"sam"`` for SAM-family ones (SAM, MobileSAM, HQ-SAM); anything else is an
+    :class:`InputError`."""
+    if is_sam2(model):
+        return "sam2"
+    sam_backend(model)
+    return "sam"
+
+
+def sam_backend(model) -> SamBackend:
+    """The backend of a SAM-family model (a backend is returned as it is)."""
+    if isinstance(model, SamBackend):
+        return model
+    decoder = getattr(model, "mask_decoder", None)
+    if decoder is None or not hasattr(model, "prompt_encoder"):
+        raise InputError(f"expected a Segment Anything model (segment_anything / segment_anything_hq Sam), got "
+                         f"{type(model).__name__}")
+    return HqSamBackend(model) if _is_hq_decoder(decoder) else SamBackend(model)

@@ -1,0 +1,140 @@
+"""Typed options of the run layer: which model, how to track, what to track into where."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+from vos.errors import InputError
+from vos.io.live import LiveOptions, is_live_source
+from vos.prompts import ObjectPrompt
+from vos.trackers.tracker import TrackerOptions
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """A model by registry name (``vos.models.MODELS``). ``checkpoint``: a file (default: the official file in the
+    cache, downloaded and verified on first use); ``device``: ``cuda`` / ``mps`` / ``cpu`` (default: the best
+    available); ``encoder``: ``"fast"`` or ``"stock"`` SAM ViT image encoder (same outputs); ``random_weights``:
+    seeded random weights instead of a checkpoint (benchmarks, smoke runs: the masks are meaningless)."""
+
+    name: str = "vit_h"
+    checkpoint: Optional[str] = None
+    device: Optional[str] = None
+    encoder: str = "fast"
+    random_weights: bool = False
+
+    def load(self):
+        """Build the model (every check of the name, the checkpoint file, its hash and architecture happens here)."""
+        from vos.models import load_model
+
+        return load_model(self.name, checkpoint=self.checkpoint, device=self.device, encoder=self.encoder,
+                          random_weights=self.random_weights)
+
+    def settings(self) -> Dict[str, Any]:
+        """What decides the outputs: the name, the weights (``sha256:<hex>`` of a given checkpoint, so that the same
+        file given by another path compares equal; ``official`` for the cached official file; ``random``), the
+        encoder; and, for the record only (not compared), the checkpoint's resolved path."""
+        from vos.models.checkpoint import file_sha256
+
+        weights, path = ("random" if self.random_weights else "official"), None
+        if self.checkpoint is not None and not self.random_weights:
+            path = Path(self.checkpoint).expanduser().resolve()
+            weights = f"sha256:{file_sha256(path)}" if path.is_file() else f"missing file {path}"
+        return {"model": self.name, "weights": weights, "encoder": self.encoder,
+                "checkpoint": None if path is None else str(path)}
+
+
+@dataclass(frozen=True)
+class TrackRun:
+    """One tracking run: the objects of the first frame of ``video`` followed into the run folder ``out``.
+
+    ``video``: a video file, a folder of JPEG/PNG frames, or a live source (a stream URL, ``-`` for standard input,
+    ``camera:N``; anything ``vos.io.read_video`` opens). The first frame's objects come from ``mask``, the
+    first-frame mask file (DAVIS palette PNG: index = object id; grayscale labels; binary = object 1), or from
+    ``prompts`` (clicks and boxes, turned into masks by the model's prompt decoder; :mod:`vos.prompts`).
+    ``out``: folder of the per-frame palette PNGs ``00000.png`` … (frame 0 is the given mask), ``vos_run.json``
+    (the settings) and ``vos_state.pt`` (what resuming needs); ``overlay``: also an overlay MP4; ``rle``: also COCO
+    RLE JSON Lines. ``max_frames``: stop after that many frames (frame 0 included, ≥ 1). ``resume``: continue the run
+    in ``out`` after its last complete frame; ``overwrite``: replace the run in ``out`` (the old one is removed only
+    once the new one has written its first frame). ``resize_mask``: resize a mask of another size (nearest
+    neighbour); ``mask_threshold``: read a soft grayscale mask as object 1 where ``value >= T``;
+    ``video_backend``: ``pyav`` / ``decord`` / ``opencv`` (default: PyAV, falling back to OpenCV).
+    Live sources: ``realtime`` (skip to the newest frame when tracking falls behind), ``duration`` (stop after that
+    many seconds), ``live`` (time-outs and reconnection); they cannot be resumed (a stream cannot be rewound).
+    """
+
+    video: str
+    mask: Optional[str]
+    out: Path
+    overlay: Optional[Path] = None
+    rle: Optional[Path] = None
+    max_frames: Optional[int] = None
+    resume: bool = False
+    overwrite: bool = False
+    resize_mask: bool = False
+    mask_threshold: Optional[int] = None
+    video_backend: Optional[str] = None
+    tracker: TrackerOptions = field(default_factory=TrackerOptions)
+    model: ModelOptions = field(default_factory=ModelOptions)
+    prompts: Tuple[ObjectPrompt, ...] = ()
+    realtime: bool = False
+    duration: Optional[float] = None
+    live: LiveOptions = field(default_factory=LiveOptions)
+
+    @property
+    def is_live(self) -> bool:
+        return is_live_source(self.video)
+
+    def __post_init__(self):
+        object.__setattr__(self, "out", Path(self.out))
+        for name in ("overlay", "rle"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)))
+
+    def check(self) -> None:
+        """Option values that cannot work (before anything is opened)."""
+        if self.max_frames is not None and self.max_frames < 1:
+            raise InputError(f"--max-frames must be at least 1 (frame 0 included), got {self.max_frames}")
+        if self.resume and self.overwrite:
+            raise InputError("--resume and --overwrite exclude each other: continue the run, or replace it")
+        if (self.mask is None) == (not self.prompts):
+            raise InputError("give the first frame's objects either as a mask file (--mask) or as prompts "
+                             "(--point / --box), not both and not neither")
+        if self.is_live and self.resume:
+            raise InputError(f"--resume: {self.video} is a live source, and a stream cannot be rewound: start a new "
+                             f"run (another --out, or --overwrite)")
+        if self.realtime and not self.is_live:
+            raise InputError(f"--realtime is for live sources (stream URLs, '-', cameras); {self.video} is a file "
+                             f"or folder, whose frames are all tracked in order")
+        if self.duration is not None and not self.duration > 0:
+            raise InputError(f"--duration must be a positive number of seconds, got {self.duration}")
+        if self.tracker.decoder_batch is not None and self.tracker.decoder_batch < 1:
+            raise InputError(f"--decoder-batch must be at least 1, got {self.tracker.decoder_batch}")
+        if self.overlay is not None and self.overlay.suffix.lower() != ".mp4":
+            raise InputError(f"--overlay {self.overlay}: the overlay video must be an .mp4 file")
+        outputs = [p.resolve() for p in (self.overlay, self.rle) if p is not None]
+        if len(set(outputs)) < len(outputs):
+            raise InputError(f"--overlay and --rle name the same file {outputs[0]}")
+
+    def settings(self) -> Dict[str, Any]:
+        """The settings the outputs depend on (compared on ``resume``): resolved input paths, mask reading, the
+        tracker's method and options (not ``decoder_batch``: the masks do not depend on it), the model."""
+        return {"video": _resolved(self.video), "mask": None if self.mask is None else _resolved(self.mask),
+                "prompts": [asdict(p) for p in self.prompts], "resize_mask": self.resize_mask,
+                "mask_threshold": self.mask_threshold, **tracking_settings(self.tracker, self.model)}
+
+
+def tracking_settings(tracker: TrackerOptions, model: ModelOptions) -> Dict[str, Any]:
+    """The tracker's options that decide the masks (the method resolved for the model; not ``decoder_batch``) and
+    the model's settings."""
+    from vos.methods import method_for_model_name
+
+    options = {k: v for k, v in asdict(tracker).items() if k != "decoder_batch"}
+    options["method"] = method_for_model_name(model.name, tracker.method).name
+    return {**options, **model.settings()}
+
+
+def _resolved(source: str) -> str:
+    """An input path made absolute; live sources (URLs, ``-``, cameras) as given."""
+    return source if is_live_source(source) else str(Path(source).expanduser().resolve())

@@ -1,0 +1,48 @@
+"""What a tracking engine gives per object and what the tracker returns per frame."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+
+
+@dataclass
+class ObjectOutput:
+    """One object in one frame, from a tracking engine.
+
+    ``logits``: ``float32 H×W`` tensor at frame resolution (the object is predicted where > 0); ``score``: the
+    decoder's predicted IoU of that output (NaN when the object was not predicted in this frame); ``presence``: SAM 2's
+    object-score logit (> 0: SAM 2 says the object is in the frame), None for PerSAM.
+    """
+
+    logits: torch.Tensor
+    score: float
+    presence: Optional[float] = None
+
+
+@dataclass
+class FrameResult:
+    """One tracked frame. ``index``: 0-based frame index (0 = the first frame given to :meth:`Tracker.add_objects`);
+    ``label_map``: ``uint8 H×W`` (0 = background, else object id); ``scores``: ``{id: predicted IoU of its output}``
+    (NaN when not predicted); ``logits``: ``{id: float32 H×W}`` per-object logits at frame resolution, before the
+    objects are merged into the label map (on the frame an object is added with a mask: PerSAM gives +1 inside the
+    mask and −1 outside, SAM 2 its logits of the mask input); ``presence``: ``{id: object-score logit}`` (SAM 2 only;
+    an object SAM 2 scores absent, presence ≤ 0, has no pixel in the label map)."""
+
+    index: int
+    label_map: np.ndarray
+    scores: Dict[int, float] = field(default_factory=dict)
+    logits: Dict[int, np.ndarray] = field(default_factory=dict)
+    presence: Dict[int, float] = field(default_factory=dict)
+
+    @property
+    def masks(self) -> Dict[int, np.ndarray]:
+        """``{id: bool H×W}``: each tracked object's region in the label map."""
+        return {obj_id: self.label_map == obj_id for obj_id in self.scores}
+
+    @property
+    def present(self) -> List[int]:
+        """Ids with at least one pixel in the label map."""
+        return [obj_id for obj_id in self.scores if (self.label_map == obj_id).any()]
