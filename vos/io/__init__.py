@@ -1,12 +1,16 @@
-"""Streaming I/O around the tracker: lazy video readers, label-map files, per-frame writers."""
+"""Streaming I/O around the tracker: lazy video readers and live sources, label-map files, per-frame writers."""
 from vos.io.images import read_rgb
+from vos.io.live import (LIVE_SCHEMES, FrameInfo, LiveOptions, LiveReader, LiveStats, RetryEvent, StreamError,
+                         is_live_source)
 from vos.io.masks import (DAVIS_PALETTE, MAX_LABEL_LEVELS, as_label_map, load_label_map, save_palette_png,
                           validate_first_mask)
 from vos.io.video import BACKENDS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, VideoReader, image_files, natural_key, read_video
 from vos.io.writers import DEFAULT_FPS, OverlayWriter, PaletteWriter, RleWriter, draw_overlay
 
 __all__ = [
-    "BACKENDS", "DAVIS_PALETTE", "DEFAULT_FPS", "IMAGE_EXTENSIONS", "MAX_LABEL_LEVELS", "VIDEO_EXTENSIONS",
-    "OverlayWriter", "PaletteWriter", "RleWriter", "VideoReader", "as_label_map", "draw_overlay", "image_files", "read_rgb",
-    "load_label_map", "natural_key", "read_video", "save_palette_png", "validate_first_mask",
+    "BACKENDS", "DAVIS_PALETTE", "DEFAULT_FPS", "IMAGE_EXTENSIONS", "LIVE_SCHEMES", "MAX_LABEL_LEVELS",
+    "VIDEO_EXTENSIONS", "FrameInfo", "LiveOptions", "LiveReader", "LiveStats", "OverlayWriter", "PaletteWriter",
+    "RetryEvent", "RleWriter", "StreamError", "VideoReader", "as_label_map", "draw_overlay", "image_files",
+    "is_live_source", "load_label_map", "natural_key", "read_rgb", "read_video", "save_palette_png",
+    "validate_first_mask",
 ]

@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 from vos.errors import VideoError
+from vos.io.live import LiveOptions, LiveReader, LiveSource, RetryCallback, is_live_source
 
 PathLike = Union[str, os.PathLike]
 
@@ -234,8 +235,11 @@ class VideoReader:
 
     Attributes: ``path``; ``backend`` (``"pyav"``, ``"decord"``, ``"opencv"`` or ``"images"``); ``fps`` (float, or
     None when unknown, e.g. image folders); ``num_frames`` (int, or None when the container does not say);
-    ``size`` = ``(height, width)`` of the displayed frames. Use as a context manager or call :meth:`close`.
+    ``size`` = ``(height, width)`` of the displayed frames; ``live`` = False (see :class:`~vos.io.live.LiveReader`).
+    Use as a context manager or call :meth:`close`.
     """
+
+    live = False
 
     def __init__(self, path: Path, backend: str):
         self.path = path
@@ -319,13 +323,24 @@ class VideoReader:
                 f"num_frames={self.num_frames})")
 
 
-def read_video(path: PathLike, backend: Optional[str] = None) -> VideoReader:
-    """Open a video file or a folder of JPEG/PNG frames for lazy reading.
+def read_video(path: Union[PathLike, LiveSource], backend: Optional[str] = None, *, realtime: bool = False,
+               live_options: Optional[LiveOptions] = None,
+               on_retry: Optional[RetryCallback] = None) -> Union[VideoReader, LiveReader]:
+    """Open a video file or a folder of JPEG/PNG frames for lazy reading, or a live source.
 
     ``backend`` (video files only; folders are always read with Pillow): ``"pyav"``, ``"decord"``, ``"opencv"``, or
     None = PyAV, falling back to OpenCV when PyAV cannot open the file. Raises :class:`~vos.errors.VideoError` naming
     the path when it is missing, has an unsupported extension, or no backend can open it.
+
+    Live sources (stream URLs, ``"-"`` for standard input, ``camera:N`` or ``/dev/video*``, a binary file object, an
+    iterable of frames) open a :class:`~vos.io.live.LiveReader` with ``realtime``, ``live_options`` and ``on_retry``
+    (see :mod:`vos.io.live`); ``realtime`` is refused for files and folders.
     """
+    if is_live_source(path):
+        return LiveReader(path, backend, realtime=realtime, options=live_options, on_retry=on_retry)
+    if realtime:
+        raise VideoError(f"{path}: realtime mode is for live sources (stream URLs, '-', cameras, frame iterables); "
+                         f"a video file or frame folder is read frame by frame")
     path = Path(path)
     if backend is not None and backend not in BACKENDS:
         raise VideoError(f"{path}: unknown video backend {backend!r}: choose one of {', '.join(BACKENDS)}")

@@ -1,0 +1,191 @@
+"""Live runs end to end: ``tools/track.py`` on real local streams (RTSP, HTTP MPEG-TS, a pipe), prompts instead of a
+mask, stream failures, interrupts and realtime mode. Servers on 127.0.0.1 only, stopped by pid; every wait bounded."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import streaming
+from conftest import APPLE, APPLE_MASK, MODEL_ARGS, ROOT, one_error_line, pngs, run_tool
+from vos.io import load_label_map, read_video
+from vos.prompts import ObjectPrompt, masks_from_prompts
+
+TRACK = [sys.executable, str(ROOT / "tools" / "track.py")]
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return streaming.small_clip(APPLE, tmp_path_factory.mktemp("clip") / "apple.mp4")
+
+
+@pytest.fixture(scope="module")
+def apple_box():
+    """The apple's box in the 320×176 clip: ``x0,y0,x1,y1``."""
+    mask = np.array(Image.fromarray(load_label_map(APPLE_MASK)).resize((320, 176), Image.NEAREST)) > 0
+    ys, xs = np.nonzero(mask)
+    return f"{xs.min()},{ys.min()},{xs.max() + 1},{ys.max() + 1}"
+
+
+def outputs(tmp_path: Path, name: str = "run") -> list:
+    return ["--out", tmp_path / name, "--overlay", tmp_path / f"{name}.mp4", "--rle", tmp_path / f"{name}.jsonl"]
+
+
+def complete(tmp_path: Path, name: str = "run") -> int:
+    """Every output holds the same frames: PNGs 0..n-1, as many overlay frames and RLE lines; returns n."""
+    maps = pngs(tmp_path / name)
+    n = len(maps)
+    assert list(maps) == [f"{i:05d}.png" for i in range(n)]
+    assert len(list(read_video(tmp_path / f"{name}.mp4"))) == n                 # closed, playable
+    assert [int(line.split('"frame":')[1].split(",")[0]) for line in
+            (tmp_path / f"{name}.jsonl").read_text().splitlines()] == list(range(n))
+    return n
+
+
+def run(args, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([*TRACK, *map(str, args)], capture_output=True, text=True, timeout=240, **kwargs)
+
+
+def test_rtsp_stream_with_a_box_prompt(tmp_path, clip, apple_box):
+    """A real RTSP server (GStreamer) on loopback; the first frame's object from a box; frame 0 is the mask the
+    prompt decoder gives."""
+    assert streaming.rtsp_unavailable() is None, ".ci/run installs GStreamer's RTSP server"
+    with streaming.rtsp_server(clip) as server:
+        proc = run(["--video", server.url, "--box", apple_box, "--max-frames", "4", *outputs(tmp_path),
+                    "--method", "persam", *MODEL_ARGS, "--no-progress"])
+    assert proc.returncode == 0, proc.stderr
+    assert complete(tmp_path) == 4
+    assert "(max_frames)" in proc.stdout and "frames received, 4 processed" in proc.stdout
+    first = pngs(tmp_path / "run")["00000.png"]
+    assert set(np.unique(first)) == {0, 1}
+
+
+def test_http_stream_and_standard_input(tmp_path, clip):
+    with streaming.http_server(clip) as server:
+        proc = run(["--video", server.url, "--point", "160,90", "--max-frames", "3", *outputs(tmp_path, "http"),
+                    "--method", "persam", *MODEL_ARGS, "--no-progress"])
+    assert proc.returncode == 0, proc.stderr
+    assert complete(tmp_path, "http") == 3
+    feeder = streaming.pipe_feeder(clip)
+    try:
+        proc = run(["--video", "-", "--mask", tmp_path / "http" / "00000.png", *outputs(tmp_path, "pipe"),
+                    "--method", "persam", *MODEL_ARGS, "--no-progress"], stdin=feeder.stdout)
+    finally:
+        streaming.stop(feeder)
+    assert proc.returncode == 0, proc.stderr
+    assert complete(tmp_path, "pipe") == 50                       # the whole clip: the pipe's end is the end
+    assert "(end)" not in proc.stdout and "50 frames received, 50 processed, 0 dropped" in proc.stdout
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert path.exists(), proc.communicate(timeout=30)
+
+
+def test_a_server_killed_mid_stream(tmp_path, clip):
+    """The frames before are complete in every output, each reconnection attempt is logged, the last line says
+    what happened."""
+    with streaming.http_server(clip, loops=20) as server:
+        proc = subprocess.Popen([*TRACK, "--video", server.url, "--mask", APPLE_MASK, "--resize-mask",
+                                 *map(str, outputs(tmp_path)), "--method", "persam", "--reconnect", "2",
+                                 *MODEL_ARGS, "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        try:
+            wait_for(tmp_path / "run" / "00003.png", proc)
+            server.kill()
+            _, stderr = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    retries = [line for line in stderr.splitlines() if line.startswith("warning: ") and "reconnecting" in line]
+    assert [r.split("(attempt ")[1] for r in retries] == ["1/2)", "2/2)"], stderr
+    line = one_error_line(subprocess.CompletedProcess(proc.args, proc.returncode, "", stderr),
+                          server.url, "connection lost", "2 reconnection attempts failed", "every output is complete")
+    n = complete(tmp_path)
+    assert n >= 4 and f"up to frame {n - 1}" in line
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_stops_a_live_run_cleanly(tmp_path, clip, sig):
+    """Ctrl-C (or SIGTERM) during a live run: exit status 0, a summary line, every output complete up to the last
+    processed frame (the overlay closed and playable, as many frames as PNGs)."""
+    with streaming.http_server(clip, loops=20) as server:
+        proc = subprocess.Popen([*TRACK, "--video", server.url, "--mask", APPLE_MASK, "--resize-mask",
+                                 *map(str, outputs(tmp_path)), "--method", "persam", *MODEL_ARGS, "--no-progress"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(tmp_path / "run" / "00002.png", proc)
+            proc.send_signal(sig)
+            stdout, stderr = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0, stderr
+    assert ("(interrupted)" if sig == signal.SIGINT else "(terminated)") in stdout
+    n = complete(tmp_path)
+    assert n >= 3 and f"{n} complete" in stdout
+
+
+def test_realtime_drops_frames_of_a_faster_stream(tmp_path, clip):
+    """The stream sends 25 frames/s, faster than the tracker: realtime mode skips to the newest frame (dropped
+    frames reported), tracks each delivered frame once, and the outputs stay consecutive."""
+    with streaming.http_server(clip, loops=4) as server:
+        proc = run(["--video", server.url, "--mask", APPLE_MASK, "--resize-mask", "--realtime", "--max-frames", "8",
+                    *outputs(tmp_path), "--method", "persam", *MODEL_ARGS, "--no-progress"])
+    assert proc.returncode == 0, proc.stderr
+    assert complete(tmp_path) == 8
+    stats = proc.stdout.split("; ")[-1]
+    received, processed, dropped = (int(stats.split(word)[0].split()[-1]) for word in
+                                    (" frames received", " processed", " dropped"))
+    assert processed == 8 and dropped > 0 and received >= processed + dropped, stats
+    assert "latency median" in stats
+
+
+def test_point_and_box_prompts_on_the_demo_video(tmp_path, tiny_sam):
+    """Prompts turn into the first frame's masks with the model's prompt decoder: frame 0 of the run is exactly the
+    label map :func:`masks_from_prompts` gives; ``--object-id`` groups the prompts into objects."""
+    frame0 = next(iter(read_video(APPLE)))
+    mask = load_label_map(APPLE_MASK) > 0
+    ys, xs = np.nonzero(mask)
+    box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+    centre = (int(xs.mean()), int(ys.mean()))
+    proc = run_tool("track", "--video", APPLE, "--object-id", "1", "--point", f"{centre[0]},{centre[1]}",
+                    "--object-id", "5", "--box", ",".join(map(str, box)), "--point", "10,10,0", "--max-frames", "2",
+                    "--out", tmp_path / "run", "--method", "persam", *MODEL_ARGS, "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    expected = masks_from_prompts(tiny_sam, frame0, [ObjectPrompt(1, ((*centre, 1),)),
+                                                     ObjectPrompt(5, ((10, 10, 0),), box)])
+    np.testing.assert_array_equal(pngs(tmp_path / "run")["00000.png"], expected)
+    assert set(np.unique(expected)) <= {0, 1, 5} and len(pngs(tmp_path / "run")) == 2
+
+
+def test_live_and_prompt_bad_input(tmp_path):
+    base = ["--out", tmp_path / "o", *MODEL_ARGS]
+    one_error_line(run_tool("track", "--video", "rtsp://127.0.0.1:9/live", "--point", "1,1", "--resume", *base),
+                   "live source", "cannot be rewound")
+    one_error_line(run_tool("track", "--video", APPLE, "--point", "5000,10", *base), "point (5000, 10)",
+                   "outside the first frame", "1296×720")
+    one_error_line(run_tool("track", "--video", APPLE, "--point", "5,x", *base), "--point '5,x'")
+    one_error_line(run_tool("track", "--video", APPLE, "--box", "50,50,40,60", *base), "box (50, 50, 40, 60)",
+                   "empty or outside")
+    one_error_line(run_tool("track", "--video", APPLE, *base), "either as a mask file")
+    one_error_line(run_tool("track", "--video", APPLE, "--mask", APPLE_MASK, "--realtime", *base),
+                   "--realtime is for live sources")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_stalled_stream_ends_after_its_read_timeout(tmp_path, clip):
+    with streaming.http_server(clip, stall_after=12) as server:
+        proc = run(["--video", server.url, "--mask", APPLE_MASK, "--resize-mask", "--read-timeout", "2",
+                    *outputs(tmp_path), "--method", "persam", *MODEL_ARGS, "--no-progress"])
+    line = one_error_line(proc, "no data for 2 s (read time-out)", "every output is complete")
+    n = complete(tmp_path)
+    assert 1 <= n <= 12 and f"up to frame {n - 1}" in line
