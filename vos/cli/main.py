@@ -8,8 +8,10 @@ from typing import Optional, Sequence
 from vos.cli.common import run
 
 COMMANDS = {
-    "track": ("vos.cli.track", "track the objects of a first-frame mask through a video"),
+    "track": ("vos.cli.track", "track the objects of the first frame (a mask, or clicks) through a video or stream"),
     "persam": ("vos.cli.persam", "personalise SAM on one image + mask, segment a folder of photos"),
+    "batch": ("vos.cli.batch", "track many videos (DAVIS / YouTube-VOS layouts, CSV), locally or on Ray"),
+    "app": ("vos.cli.app", "the browser app: click the objects, watch them tracked, download the results"),
     "eval-davis": ("vos.cli.eval_davis", "DAVIS 2017 J&F, identical to the official evaluation"),
     "eval-perseg": ("vos.cli.eval_perseg", "PerSeg mIoU / bIoU of PerSAM or PerSAM-F"),
     "eval-oneshot": ("vos.cli.eval_oneshot", "one-shot semantic / part segmentation benchmarks"),
