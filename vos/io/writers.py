@@ -80,8 +80,30 @@ def draw_overlay(frame: np.ndarray, label_map: np.ndarray) -> np.ndarray:
     return out
 
 
+def rgb_to_yuv420(rgb: np.ndarray) -> np.ndarray:
+    """RGB ``uint8 H×W×3`` (H, W even) → planar YUV 4:2:0 ``uint8 (3H/2)×W`` (Y, then U, then V): BT.601 limited
+    range in integer arithmetic (the coefficients swscale uses for this conversion), chroma from the mean of each
+    2×2 block.
+
+    Done here rather than by FFmpeg because swscale derives its tables with the C maths library, whose results can
+    change when another library in the process (torch's) provides those functions: the same overlay would then be
+    encoded differently in a run that resumes (re-rendering its frames before any model runs) and in one that
+    did not.
+    """
+    r, g, b = (rgb[..., i].astype(np.int32) for i in range(3))
+    height, width = r.shape
+    y = ((66 * r + 129 * g + 25 * b + 128) >> 8) + 16
+    r2, g2, b2 = ((c.reshape(height // 2, 2, width // 2, 2).sum((1, 3)) + 2) >> 2 for c in (r, g, b))
+    u = ((-38 * r2 - 74 * g2 + 112 * b2 + 128) >> 8) + 128
+    v = ((112 * r2 - 94 * g2 - 18 * b2 + 128) >> 8) + 128
+    return np.concatenate([y.ravel(), u.ravel(), v.ravel()]).astype(np.uint8).reshape(height * 3 // 2, width)
+
+
 class OverlayWriter(_Writer):
     """An H.264 (yuv420p) MP4 of the frames with the objects drawn on them (:func:`draw_overlay`).
+
+    Encoded at a constant quantiser (QP 20): unlike CRF, its decisions use no floating-point rate control, so the same
+    frames always give the same file (a resumed run's overlay equals an uninterrupted run's).
 
     ``size`` is the frames' ``(height, width)``. yuv420p needs even sizes: an odd height or width is padded by one
     row/column repeating the last one, so no pixel of the input is lost. ``fps`` None means :data:`DEFAULT_FPS`.
@@ -109,7 +131,7 @@ class OverlayWriter(_Writer):
         except (av.error.FFmpegError, OSError) as err:
             raise OutputError(f"{self.part_path}: cannot create the overlay video: {err}") from None
         self._stream = self._container.add_stream("h264", rate=Fraction(fps).limit_denominator(1001),
-                                                  options={"crf": "20", "preset": "veryfast"})
+                                                  options={"qp": "20", "preset": "veryfast"})
         self._stream.height, self._stream.width = height + height % 2, width + width % 2
         self._stream.pix_fmt = "yuv420p"
         self._last_index = -1
@@ -127,7 +149,7 @@ class OverlayWriter(_Writer):
         height, width = self.size
         if height % 2 or width % 2:
             image = np.pad(image, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
-        video_frame = self._av.VideoFrame.from_ndarray(image, format="rgb24")
+        video_frame = self._av.VideoFrame.from_ndarray(rgb_to_yuv420(image), format="yuv420p")
         video_frame.pts = index
         self._encode(video_frame)
         self._last_index = index

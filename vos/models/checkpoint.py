@@ -124,7 +124,13 @@ def read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
 _ENCODER_WIDTH = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}
 
 
+_HIERA_WIDTH = {96: "sam2.1_hiera_tiny or _small", 112: "sam2.1_hiera_base_plus", 144: "sam2.1_hiera_large"}
+
+
 def _guess_architecture(state: Dict[str, torch.Tensor]) -> str:
+    hiera = state.get("image_encoder.trunk.patch_embed.proj.weight")
+    if hiera is not None:
+        return f"a SAM 2 checkpoint ({_HIERA_WIDTH.get(int(hiera.shape[0]), 'an unknown Hiera size')})"
     width = state.get("image_encoder.patch_embed.proj.weight")
     base = _ENCODER_WIDTH.get(int(width.shape[0])) if width is not None else None
     if base is None and any(k.startswith("image_encoder.layers.") for k in state):

@@ -1,8 +1,9 @@
 """Official checkpoints: name → file, URL, checksum, architecture builder.
 
 Names: ``vit_h``, ``vit_l``, ``vit_b`` (SAM, Kirillov et al. 2023), ``vit_t`` (MobileSAM), ``hq_vit_h``,
-``hq_vit_l``, ``hq_vit_b``, ``hq_vit_t`` (HQ-SAM, needs the ``hq`` extra), and ``tiny`` (a test-size configuration
-with no official checkpoint: pass ``checkpoint=`` or ``random_weights=True``).
+``hq_vit_l``, ``hq_vit_b``, ``hq_vit_t`` (HQ-SAM, needs the ``hq`` extra), ``tiny`` (a test-size configuration
+with no official checkpoint: pass ``checkpoint=`` or ``random_weights=True``), and ``sam2.1_hiera_tiny`` /
+``_small`` / ``_base_plus`` / ``_large`` (SAM 2.1, needs the ``sam2`` extra; :mod:`vos.models.sam2`).
 """
 from __future__ import annotations
 
@@ -102,6 +103,17 @@ MODELS = {spec.name: spec for spec in [
     ModelSpec("hq_vit_t", "hq", "sam_hq_vit_tiny.pth", _HQ_URL + "sam_hq_vit_tiny.pth", None, None, _hq("vit_tiny")),
     ModelSpec("tiny", "test", None, None, None, None, _tiny),
 ]}
+
+
+def _register_sam2() -> None:
+    """The SAM 2.1 names (their specs live with the SAM 2 loader, which imports the sam2 package only when a model
+    is built)."""
+    from vos.models.sam2 import SAM2_MODELS
+
+    MODELS.update({spec.name: spec for spec in SAM2_MODELS})
+
+
+_register_sam2()
 
 
 def get_spec(name: str) -> ModelSpec:
