@@ -113,17 +113,17 @@ def stop_on_signals(stop) -> Iterator[None]:
 
 class FrameBar:
     """A tqdm progress bar fed with :class:`~vos.runs.FrameEvent` (frames, fps, objects present; no total when the
-    length is unknown)."""
+    length is unknown), shown from the first frame on (nothing is drawn for a run that fails before it)."""
 
     def __init__(self, desc: str, disable: bool = False):
-        from tqdm import tqdm
-
-        self._bar = tqdm(unit="frame", desc=desc, disable=disable)
+        self.desc, self.disable = desc, disable
+        self._bar = None
 
     def __call__(self, event) -> None:
-        if self._bar.total != event.total:
-            self._bar.total = event.total
-            self._bar.refresh()
+        from tqdm import tqdm
+
+        if self._bar is None:
+            self._bar = tqdm(total=event.total, unit="frame", desc=self.desc, disable=self.disable)
         if event.result is not None:
             self._bar.set_postfix(fps=f"{1 / max(event.seconds, 1e-9):.3g}", objects=len(event.result.present),
                                   refresh=False)
@@ -136,4 +136,5 @@ class FrameBar:
         tqdm.write(line, file=sys.stderr)
 
     def close(self) -> None:
-        self._bar.close()
+        if self._bar is not None:
+            self._bar.close()
