@@ -3,9 +3,8 @@
 Public names are imported on first use (PEP 562), so ``import vos.eval.davis`` does not import torch: the DAVIS
 evaluation also runs where torch is not installed.
 """
-from importlib import import_module
-
 from vos.errors import VosError
+from vos.lazy import lazy_attributes
 
 __version__ = "0.1.0"
 _LAZY = {"read_video": "vos.io", "load_sam": "vos.models", "load_model": "vos.models", "PerSAM": "vos.persam",
@@ -14,14 +13,4 @@ _LAZY = {"read_video": "vos.io", "load_sam": "vos.models", "load_model": "vos.mo
 __all__ = ["Tracker", "TrackerOptions", "FrameResult", "PerSAM", "PerSAMF", "PerSAMResult", "TrackRun", "track",
            "load_model", "load_sam", "read_video", "VosError", "__version__"]
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'vos' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

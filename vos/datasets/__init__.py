@@ -2,7 +2,7 @@
 
 The loaders are imported on first use (PEP 562), so reading DAVIS imports neither pycocotools nor torch.
 """
-from importlib import import_module
+from vos.lazy import lazy_attributes
 
 _LAZY = {"DavisDataset": "vos.datasets.davis", "DavisSequence": "vos.datasets.davis",
          "COCO20i": "vos.datasets.coco20i", "FSS1000": "vos.datasets.fss", "LVIS92i": "vos.datasets.lvis",
@@ -10,14 +10,4 @@ _LAZY = {"DavisDataset": "vos.datasets.davis", "DavisSequence": "vos.datasets.da
          "load_perseg": "vos.datasets.perseg"}
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'vos.datasets' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
