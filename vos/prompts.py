@@ -148,9 +148,10 @@ def masks_from_prompts(model, frame: np.ndarray, prompts: Sequence[ObjectPrompt]
     ids = [p.obj_id for p in prompts]
     if len(set(ids)) != len(ids):
         raise InputError(f"object ids repeat in the prompts: {ids}")
-    logits = torch.stack([t.float().cpu() for t in prompt_logits(model, frame, prompts, features)])
-    stack = torch.cat([torch.zeros((1,) + tuple(logits.shape[1:])), logits]).numpy()
-    label_map = np.asarray([0] + ids, np.uint8)[stack.argmax(0)]
+    from vos.trackers.result import argmax_label_map
+
+    label_map = argmax_label_map(torch.stack([t.float().cpu() for t in prompt_logits(model, frame, prompts,
+                                                                                      features)]), ids)
     for p in prompts:
         if not (label_map == p.obj_id).any():
             raise MaskError(f"the prompts of object {p.obj_id} give an empty mask on the first frame: click on the "

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
+from vos.cli.batch import add_engine_args, ray_options, run_engine
 from vos.cli.common import add_model_args, add_tracker_args, model_options, tracker_options
 from vos.errors import EvaluationError, OutputError
 from vos.eval.davis import DavisResult, evaluate_davis, format_table, plot_sequences, write_csvs
@@ -30,8 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder for the CSVs and the chart (created if needed). Default: the results folder, "
                              "as the official tool does")
     parser.add_argument("--workers", type=int, default=1, metavar="N",
-                        help="processes evaluating sequences in parallel (results do not depend on it). "
-                             "Default: %(default)s")
+                        help="processes evaluating sequences in parallel, and with --run --engine ray the Ray actors "
+                             "tracking them (results do not depend on it). Default: %(default)s")
     parser.add_argument("--sequences", default=None, metavar="A,B",
                         help="comma-separated subset of the set's sequences to evaluate, in this order "
                              "(default: every sequence of the set, in file order)")
@@ -45,19 +46,21 @@ def build_parser() -> argparse.ArgumentParser:
         "partial ones resumed; settings in --out/vos_run.json, each video's fate in --out/batch_summary.csv), then "
         "evaluate --out")
     run.add_argument("--run", action="store_true", help="run the tracker on the set, then evaluate")
+    add_engine_args(parser, workers=False)
     add_tracker_args(parser)
     add_model_args(parser)
     return parser
 
 
 def run_set(args: argparse.Namespace, out: Path, sequences: Optional[Sequence[str]]) -> None:
-    """Track every sequence of the set into ``out/<sequence>/`` through the batch runner; a failed sequence is an
-    error (the evaluation needs all of them)."""
-    from vos.batch import BatchRun, davis_jobs, run_local
+    """Track every sequence of the set into ``out/<sequence>/`` through the batch runner on ``args.engine``; a failed
+    sequence is an error (the evaluation needs all of them)."""
+    from vos.batch import BatchRun, davis_jobs
 
+    options = ray_options(args, workers=args.workers)
     jobs = davis_jobs(args.davis_root, set=args.set, resolution=args.resolution, sequences=sequences)
     batch = BatchRun(out, tracker=tracker_options(args), model=model_options(args))
-    summary = run_local(jobs, batch)
+    summary = run_engine(args.engine, jobs, batch, options)
     failed = [r for r in summary.results.values() if r is not None and r.status == "failed"]
     if failed:
         raise EvaluationError(f"{len(failed)} sequence(s) could not be tracked, e.g. {failed[0].video}: "
@@ -95,6 +98,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             parser.error("--run needs --out DIR (where the predictions and the CSVs go)")
         run_set(args, Path(args.out), sequences)
         args.results = args.out
+    elif args.engine != "local":
+        parser.error("--engine ray tracks the set: give --run")
     elif not args.results:
         parser.error("give --results R (a predictions folder) or --run")
     results = Path(args.results)

@@ -15,7 +15,7 @@ import torch
 from vos.models.backend import ImageEmbedding, SamBackend
 from vos.persam import prior
 from vos.persam.video import VideoConfig, fit_object_weights, object_target, video_step
-from vos.trackers.result import ObjectOutput
+from vos.trackers.result import ObjectOutput, argmax_label_map
 from vos.trackers.state import ObjectManager
 
 
@@ -124,8 +124,7 @@ class PersamEngine:
         if self.absence_threshold is not None:
             absent = logits.flatten(1).max(1).values < self.absence_threshold
             logits = torch.where(absent[:, None, None], -1.0, logits)
-        stack = torch.cat([torch.zeros((1,) + tuple(logits.shape[1:]), device=logits.device), logits]).cpu().numpy()
-        return np.asarray([0] + ids, np.uint8)[stack.argmax(0)]
+        return argmax_label_map(logits, ids)
 
     def observe(self, label_map: np.ndarray) -> None:
         """Take each object's box prompt for the next frame from ``label_map`` (``uint8 H×W``)."""

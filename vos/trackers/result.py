@@ -8,6 +8,13 @@ import numpy as np
 import torch
 
 
+def argmax_label_map(logits: torch.Tensor, ids: List[int]) -> np.ndarray:
+    """``uint8 H×W`` label map of per-object logits ``K×H×W`` (object ``ids[k]`` is ``logits[k]``): each pixel goes
+    to the largest logit, to the background where every logit is ≤ 0; ties: the background, then the lower index."""
+    stack = torch.cat([torch.zeros((1,) + tuple(logits.shape[1:]), device=logits.device), logits]).cpu().numpy()
+    return np.asarray([0] + list(ids), np.uint8)[stack.argmax(0)]
+
+
 @dataclass
 class ObjectOutput:
     """One object in one frame, from a tracking engine.
