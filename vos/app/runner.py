@@ -1,0 +1,142 @@
+"""A Track press: the run's options from the session (:class:`~vos.runs.TrackRun`, exactly what ``vos track``
+builds), :func:`vos.runs.track` in a worker thread whose newest frame the page polls, a Stop request, and the files
+to download.
+
+Each run of a session is ``<session folder>/run-N/`` (the run folder: palette PNGs, ``vos_run.json``,
+``vos_state.pt``) with ``run-N.mp4`` (overlay), ``run-N.jsonl`` (RLE), ``run-N-masks.zip`` (the PNGs) and, when
+the first frame has uploaded masks, ``run-N-first-frame.png`` beside it.
+"""
+from __future__ import annotations
+
+import logging
+import shlex
+import threading
+import zipfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, List, Optional, Tuple
+
+import torch.nn as nn
+
+from vos.app.session import Session
+from vos.errors import InputError, VosError
+from vos.io import save_palette_png
+from vos.runs import RUN_FILE, FrameEvent, RunSummary, StopControl, TrackRun, completed_frames, track
+from vos.runs.options import ModelOptions
+from vos.trackers import TrackerOptions
+
+log = logging.getLogger(__name__)
+
+
+def _next_run_name(folder: Path) -> str:
+    n = 1
+    while any(folder.glob(f"run-{n}*")):
+        n += 1
+    return f"run-{n}"
+
+
+def new_run(session: Session, out: Path, model: ModelOptions, method: str, max_frames: Optional[int]) -> TrackRun:
+    """The run of the session's source and objects: the prompts (as ``--point`` / ``--box`` would give them) when
+    every object comes from clicks, else the first-frame label map shown, saved as a palette PNG."""
+    source = session.require_source()
+    if session.labels is None:
+        raise InputError("no object yet: click on the first frame (or upload a mask) before tracking")
+    folder = session.session_folder(out)
+    name = _next_run_name(folder)
+    prompts = tuple(o.prompt for o in session.objects.items)
+    mask = None
+    if any(p is None for p in prompts):
+        mask = folder / f"{name}-first-frame.png"
+        save_palette_png(mask, session.labels)
+        prompts = ()
+    return TrackRun(video=source.video, mask=None if mask is None else str(mask), prompts=prompts,
+                    out=folder / name, overlay=folder / f"{name}.mp4", rle=folder / f"{name}.jsonl",
+                    max_frames=max_frames, tracker=TrackerOptions(method=method), model=model)
+
+
+def resumed(run: TrackRun, max_frames: Optional[int]) -> TrackRun:
+    """The same run continued after its last complete frame."""
+    if run.is_live:
+        raise InputError(f"{run.video} is a live source: a stream cannot be rewound, press Track for a new run")
+    return replace(run, resume=True, overwrite=False, max_frames=max_frames)
+
+
+class RunJob:
+    """:func:`vos.runs.track` of ``run`` in a worker thread; :meth:`wait` hands the page the newest frame,
+    :attr:`stop` ends the run after the frame in progress (everything written so far is kept)."""
+
+    def __init__(self, run: TrackRun, load_model: Callable[[], nn.Module]):
+        self.run = run
+        self.stop = StopControl()
+        self.summary: Optional[RunSummary] = None
+        self.error: Optional[BaseException] = None
+        self.frames = 0                      # frames reported so far
+        self.latest: Optional[FrameEvent] = None
+        self.done = False
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._work, args=(load_model,), daemon=True,
+                                        name=f"vos-app-{run.out.parent.name}-{run.out.name}")
+        self._thread.start()
+
+    def _work(self, load_model: Callable[[], nn.Module]) -> None:
+        try:
+            self.summary = track(self.run, model=load_model(), on_frame=self._on_frame, stop=self.stop)
+        except BaseException as err:     # reported in the page; a bug also in the server log
+            if not isinstance(err, VosError):
+                log.exception("run %s failed", self.run.out)
+            self.error = err
+        finally:
+            with self._changed:
+                self.done = True
+                self._changed.notify_all()
+
+    def _on_frame(self, event: FrameEvent) -> None:
+        with self._changed:
+            self.latest, self.frames = event, self.frames + 1
+            self._changed.notify_all()
+
+    def wait(self, seen: int, timeout: float) -> Tuple[int, Optional[FrameEvent]]:
+        """Block until a frame after the ``seen``-th is reported, the run ends, or ``timeout`` seconds pass;
+        returns ``(frames reported, newest frame)``."""
+        with self._changed:
+            self._changed.wait_for(lambda: self.frames > seen or self.done, timeout)
+            return self.frames, self.latest
+
+    def join(self, timeout: Optional[float] = None) -> None:
+        self._thread.join(timeout)
+
+
+def downloads(run: TrackRun) -> List[Path]:
+    """The files of a run that wrote frames: the PNGs as a zip, the overlay, the RLE lines, the settings."""
+    if completed_frames(run.out) == 0:
+        return []
+    archive = run.out.parent / f"{run.out.name}-masks.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        for png in sorted(run.out.glob("[0-9]*.png")):
+            zf.write(png, f"{run.out.name}/{png.name}")
+    files = [archive, run.overlay, run.rle, run.out / RUN_FILE]
+    return [p for p in files if p is not None and p.is_file()]
+
+
+def command_line(run: TrackRun) -> str:
+    """The ``vos track`` command that continues ``run`` (``--resume``): the same run folder and settings."""
+    args = ["vos", "track", "--video", run.video, "--out", str(run.out)]
+    if run.mask is not None:
+        args += ["--mask", run.mask]
+    for prompt in run.prompts:
+        args += ["--object-id", str(prompt.obj_id)]
+        for x, y, label in prompt.points:
+            args += ["--point", f"{x:g},{y:g},{label}"]
+        if prompt.box is not None:
+            args += ["--box", ",".join(f"{v:g}" for v in prompt.box)]
+    for flag, path in (("--overlay", run.overlay), ("--rle", run.rle)):
+        if path is not None:
+            args += [flag, str(path)]
+    if run.tracker.method is not None:
+        args += ["--method", run.tracker.method]
+    model = run.model
+    checkpoint = [] if not model.checkpoint else ["--checkpoint", str(Path(model.checkpoint).expanduser().resolve())]
+    args += ["--model", model.name] + checkpoint
+    args += (["--device", model.device] if model.device else []) + ["--encoder", model.encoder]
+    args += (["--random-weights"] if model.random_weights else []) + ["--resume"]
+    return shlex.join(args)
