@@ -1,0 +1,234 @@
+"""Batch tracking on a real local Ray cluster (127.0.0.1, 2 CPUs) with the tiny model and real DAVIS-format
+sequences: outputs byte-identical to the local engine, a corrupt video recorded while the others finish, an actor
+killed mid-video replaced and its video resumed, a finished set skipped, ``eval_davis --run --engine ray``."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import DATA, MODEL_ARGS, WEIGHTS, one_error_line, run_tool, tool_process
+
+ray = pytest.importorskip("ray")
+
+from vos.batch import BatchRun, davis_jobs  # noqa: E402
+from vos.batch.ray import ACTOR_PREFIX, run_ray  # noqa: E402
+from vos.runs import ModelOptions  # noqa: E402
+from vos.trackers import TrackerOptions  # noqa: E402
+
+pytestmark = pytest.mark.timeout(240)
+
+MINI = Path("/work/shared/data/davis-mini")
+#: sequence: (DAVIS root it comes from, frames kept); car-shadow is the longest (the one killed mid-video)
+SEQUENCES = {"kite-surf": (DATA / "davis_frames", 4), "blackswan": (DATA / "davis_frames", 4),
+             "car-shadow": (MINI, 8)}
+TRACK_ARGS = ["--method", "persam", "--rle", "--no-progress", *MODEL_ARGS]
+TINY = ModelOptions("tiny", str(WEIGHTS), "cpu", "stock")
+RAY_PARTS = ("raylet", "gcs_server", "default_worker", "ray::", "dashboard", "runtime_env", "log_monitor")
+
+
+def davis_root(folder: Path, sequences=SEQUENCES) -> Path:
+    """A DAVIS 2017 root with the first frames of ``sequences`` (every frame's JPEG and annotation), val = all."""
+    for name, (source, frames) in sequences.items():
+        for kind, ext in (("JPEGImages", "jpg"), ("Annotations", "png")):
+            dst = folder / kind / "480p" / name
+            dst.mkdir(parents=True)
+            for i in range(frames):
+                shutil.copy(source / kind / "480p" / name / f"{i:05d}.{ext}", dst)
+    (folder / "ImageSets" / "2017").mkdir(parents=True)
+    (folder / "ImageSets" / "2017" / "val.txt").write_text("".join(f"{name}\n" for name in sequences))
+    return folder
+
+
+def outputs(out: Path, name: str) -> dict:
+    """The frame PNGs and the RLE file of one video, as bytes."""
+    files = {p.name: p.read_bytes() for p in sorted((out / name).glob("[0-9]*.png"))}
+    files["rle"] = (out / f"{name}.jsonl").read_bytes()
+    return files
+
+
+def summary(out: Path) -> dict:
+    return {v["video"]: v for v in json.loads((out / "batch_summary.json").read_text())["videos"]}
+
+
+def ray_processes() -> dict:
+    """``{pid: (ppid, command line)}`` of the Ray processes on this machine."""
+    ps = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True, check=True).stdout
+    found = {}
+    for line in ps.splitlines():
+        pid, ppid, args = line.split(None, 2) + [""] * (3 - len(line.split(None, 2)))
+        if any(part in args for part in RAY_PARTS) and "ps -eo" not in args:
+            found[int(pid)] = (int(ppid), args)
+    return found
+
+
+def orphans() -> set:
+    """Ray processes whose parent has gone (adopted by init): what a cluster that was not shut down leaves."""
+    return {pid for pid, (ppid, _) in ray_processes().items() if ppid == 1}
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    if not MINI.is_dir():
+        pytest.skip(f"{MINI} (the shared DAVIS sequences) is not here")
+    return davis_root(tmp_path_factory.mktemp("davis"))
+
+
+@pytest.fixture(scope="module")
+def local(root, tmp_path_factory) -> Path:
+    """The reference: every sequence through the local engine."""
+    out = tmp_path_factory.mktemp("local")
+    ran = run_tool("batch", "--davis-root", root, "--out", out, *TRACK_ARGS)
+    assert ran.returncode == 0, ran.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A local Ray cluster of this test process (2 CPUs, 127.0.0.1); the library uses it instead of starting one.
+    Its processes are gone after ``ray.shutdown()``."""
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+             logging_level="error", log_to_driver=False, object_store_memory=100 * 1024 ** 2)
+    before = set(ray_processes())
+    yield ray
+    ray.shutdown()
+    deadline = time.monotonic() + 20
+    while set(ray_processes()) & before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not set(ray_processes()) & before, ray_processes()
+
+
+def test_a_corrupt_video_is_recorded_the_others_finish_and_the_cli_cluster_is_stopped(root, local, tmp_path):
+    """``tools/batch.py --engine ray`` on its own local cluster: a truncated JPEG in blackswan fails that video only
+    (frames before it kept), the others are identical to the local engine; exit 2 with one error line naming the
+    count and the summary; no Ray process left behind."""
+    bad = davis_root(tmp_path / "davis", {name: SEQUENCES[name] for name in ("blackswan", "kite-surf")})
+    jpg = bad / "JPEGImages" / "480p" / "blackswan" / "00002.jpg"
+    jpg.write_bytes(jpg.read_bytes()[:2000])
+    out = tmp_path / "out"
+    left_before = orphans()
+    proc = tool_process("batch", "--davis-root", bad, "--out", out, "--engine", "ray", "--workers", "2",
+                        *TRACK_ARGS, timeout=180)
+    one_error_line(proc, "1 of 2 video(s) failed", "blackswan", "00002.jpg", str(out / "batch_summary.csv"))
+    fates = summary(out)
+    assert fates["kite-surf"]["status"] == "done" and fates["kite-surf"]["frames"] == 4
+    assert fates["blackswan"]["status"] == "failed" and fates["blackswan"]["frames"] == 2
+    assert "00002.jpg" in fates["blackswan"]["error"]
+    assert outputs(out, "kite-surf") == outputs(local, "kite-surf")
+    time.sleep(1)
+    assert orphans() <= left_before, ray_processes()
+
+
+def test_ray_outputs_equal_the_local_engine_and_a_finished_set_is_skipped(cluster, root, local, tmp_path):
+    out = tmp_path / "ray"
+    ran = run_tool("batch", "--davis-root", root, "--out", out, "--engine", "ray", "--workers", "2", *TRACK_ARGS)
+    assert ran.returncode == 0, ran.stderr
+    assert "3 tracked" in ran.stdout
+    for name in SEQUENCES:
+        assert outputs(out, name) == outputs(local, name), name
+    assert {v["status"] for v in summary(out).values()} == {"done"}
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("[0-9]*.png")}
+    again = run_tool("batch", "--davis-root", root, "--out", out, "--engine", "ray", "--workers", "2", *TRACK_ARGS)
+    assert again.returncode == 0, again.stderr
+    assert "0 tracked, 3 already complete" in again.stdout
+    assert {v["status"] for v in summary(out).values()} == {"skipped"}
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("[0-9]*.png")} == stamps
+    assert not ray.util.list_named_actors(), "actors left on the cluster"
+
+
+class Batch(threading.Thread):
+    """``run_ray`` in a thread, so that the test can kill its actors meanwhile."""
+
+    def __init__(self, jobs, batch, **options):
+        super().__init__()
+        self.args, self.options, self.results, self.errors = (jobs, batch), options, [], []
+        self.start()
+
+    def run(self) -> None:
+        try:
+            run_ray(*self.args, on_result=self.results.append, **self.options)
+        except BaseException as err:   # re-raised by finish()
+            self.errors.append(err)
+
+    def kill_when(self, png: Path, actor: str) -> None:
+        """``ray.kill`` the actor named ``actor`` as soon as ``png`` is written (its video is mid-way then)."""
+        deadline = time.monotonic() + 120
+        while not png.is_file() and self.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert png.is_file() and not (png.parent / "vos_complete.json").exists()
+        assert ray.util.list_named_actors() == [actor]
+        ray.kill(ray.get_actor(actor))
+
+    def finish(self) -> list:
+        self.join(timeout=150)
+        assert not self.is_alive() and not self.errors, self.errors
+        assert not ray.util.list_named_actors(), "actors left on the cluster"
+        return [(r.video, r.status) for r in self.results]
+
+
+def tiny_batch(out: Path) -> BatchRun:
+    return BatchRun(out, tracker=TrackerOptions(method="persam"), model=TINY, rle=True)
+
+
+def test_an_actor_killed_mid_video_is_replaced_and_the_video_resumed(cluster, root, local, tmp_path):
+    """One actor (so the test knows which one runs car-shadow): once car-shadow's frame 1 is written the test kills
+    it with ``ray.kill``; a new actor resumes car-shadow after its last complete frame (frame 0 is not rewritten)
+    and goes on with kite-surf; every output is identical to the local engine."""
+    out = tmp_path / "ray"
+    run = Batch(davis_jobs(root, sequences=["car-shadow", "kite-surf"]), tiny_batch(out), workers=1)
+    run.kill_when(out / "car-shadow" / "00001.png", f"{ACTOR_PREFIX}-0")
+    first_frame = (out / "car-shadow" / "00000.png").stat().st_mtime_ns
+    assert run.finish() == [("car-shadow", "done"), ("kite-surf", "done")]
+    assert (out / "car-shadow" / "00000.png").stat().st_mtime_ns == first_frame
+    for name in ("car-shadow", "kite-surf"):
+        assert outputs(out, name) == outputs(local, name), name
+
+
+def test_a_video_that_loses_its_last_allowed_actor_is_failed_and_resumes_next_time(cluster, root, local, tmp_path):
+    """``attempts=1``: the actor killed mid-car-shadow fails car-shadow with the reason, kite-surf still finishes on
+    a new actor; the next invocation resumes car-shadow to the local engine's outputs."""
+    out, jobs = tmp_path / "ray", davis_jobs(root, sequences=["car-shadow", "kite-surf"])
+    run = Batch(jobs, tiny_batch(out), workers=1, attempts=1)
+    run.kill_when(out / "car-shadow" / "00001.png", f"{ACTOR_PREFIX}-0")
+    assert run.finish() == [("car-shadow", "failed"), ("kite-surf", "done")]
+    fate = summary(out)["car-shadow"]
+    assert fate["error"].startswith("the Ray worker tracking it died 1 time(s), last: ") and 2 <= fate["frames"] < 8
+    assert Batch(jobs, tiny_batch(out), workers=1).finish() == [("kite-surf", "skipped"), ("car-shadow", "done")]
+    assert outputs(out, "car-shadow") == outputs(local, "car-shadow")
+
+
+def test_eval_davis_run_on_ray_gives_the_csvs_of_the_local_run(cluster, root, local, tmp_path):
+    ray_out, local_eval = tmp_path / "ray", tmp_path / "local"
+    ran = run_tool("eval_davis", "--run", "--davis-root", root, "--out", ray_out, "--sequences", "blackswan,kite-surf",
+                   "--engine", "ray", "--workers", "2", "--no-progress", "--method", "persam", *MODEL_ARGS)
+    assert ran.returncode == 0, ran.stderr
+    ran = run_tool("eval_davis", "--results", local, "--davis-root", root, "--out", local_eval, "--sequences",
+                   "blackswan,kite-surf", "--no-progress")
+    assert ran.returncode == 0, ran.stderr
+    for csv in ("global_results-val.csv", "per-sequence_results-val.csv"):
+        assert (ray_out / csv).read_text() == (local_eval / csv).read_text()
+
+
+def test_a_checkpoint_the_actors_cannot_load_is_one_error_line_and_writes_nothing(cluster, root, tmp_path):
+    args = [a if a != str(WEIGHTS) else str(tmp_path / "missing.pt") for a in TRACK_ARGS]
+    one_error_line(run_tool("batch", "--davis-root", root, "--out", tmp_path / "out", "--engine", "ray", *args),
+                   "missing.pt")
+    assert not (tmp_path / "out").exists()
+    assert not ray.util.list_named_actors(), "actors left on the cluster"
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--davis-root", "{tmp}/missing"], "missing"),
+    (["--davis-root", "{root}", "--engine", "ray", "--workers", "0"], "--workers must be at least 1"),
+    (["--davis-root", "{root}", "--cpus-per-worker", "2"], "--cpus-per-worker is an option of --engine ray"),
+    (["--davis-root", "{root}", "--max-frames", "0"], "--max-frames must be at least 1"),
+])
+def test_bad_input_is_one_error_line(root, tmp_path, args, needle):
+    args = [a.format(tmp=tmp_path, root=root) for a in args]
+    one_error_line(run_tool("batch", *args, "--out", tmp_path / "out", *TRACK_ARGS), needle)
+    assert not (tmp_path / "out").exists()

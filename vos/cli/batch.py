@@ -1,0 +1,184 @@
+"""``vos batch`` / ``tools/batch.py``: track many videos, each into its own run folder, locally or on Ray.
+
+Jobs come from a DAVIS 2017 root (--davis-root, one per sequence of ImageSets/2017/<set>.txt), a YouTube-VOS root
+(--youtube-root, one per video of <split>/JPEGImages, from its first annotated frame) or a CSV manifest (--csv, header
+name,video,mask; relative paths are relative to the CSV). Each video is tracked from its first-frame mask into
+--out/<name>/ (palette PNGs 00000.png …, vos_run.json, vos_state.pt), with --rle / --overlay also into
+--out/<name>.jsonl / --out/<name>.mp4.
+
+Nothing is lost: a video whose folder is complete is skipped, a partial one resumes after its last frame, a video that
+fails (a corrupt frame, a bad mask, out of memory) is recorded and the others go on; --out/batch_summary.csv and .json
+(video, status, frames, seconds, error) are rewritten as each video finishes. The engines write the same outputs
+(byte for byte at the same torch thread count per video): 'local' tracks one video after another in this process;
+'ray' runs --workers Ray actors (each loads the model once and tracks one video at a time with --cpus-per-worker
+torch threads), replacing an actor that dies mid-video and resuming its video. Without --address the Ray engine
+starts a local cluster on 127.0.0.1 and stops it at the end; with one it uses that cluster (vos installed on every
+node, the same paths there) and leaves it running.
+
+Exit status 0 when every video is done or skipped; otherwise 2 with one 'error:' line naming how many failed and where
+the summary is.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from vos.cli.common import add_model_args, add_tracker_args, model_options, tracker_options
+from vos.errors import InputError, VosError
+
+ENGINES = ("local", "ray")
+
+
+class BatchFailed(VosError):
+    """Some videos of a batch could not be tracked (the others were)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vos batch", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = p.add_argument_group("jobs (one of)").add_mutually_exclusive_group(required=True)
+    source.add_argument("--davis-root", metavar="R", help="DAVIS 2017 root (JPEGImages/, Annotations/, ImageSets/)")
+    source.add_argument("--youtube-root", metavar="R",
+                        help="YouTube-VOS root (<split>/JPEGImages, <split>/Annotations)")
+    source.add_argument("--csv", metavar="FILE", help="job list with the header name,video,mask")
+    g = p.add_argument_group("DAVIS and YouTube-VOS options")
+    g.add_argument("--set", default="val", help="DAVIS sequence list ImageSets/2017/<set>.txt. Default: %(default)s")
+    g.add_argument("--resolution", default="480p", choices=("480p", "Full-Resolution"),
+                   help="DAVIS frame and annotation folder. Default: %(default)s")
+    g.add_argument("--sequences", metavar="A,B", help="DAVIS: only these sequences of the set, in this order")
+    g.add_argument("--split", default="valid", help="YouTube-VOS split folder. Default: %(default)s")
+    p.add_argument("--out", required=True, metavar="DIR", help="one run folder per video: DIR/<name>/")
+    p.add_argument("--max-frames", type=int, metavar="N", help="track at most N frames of each video (frame 0 "
+                                                               "included)")
+    p.add_argument("--rle", action="store_true", help="also write COCO RLE masks to DIR/<name>.jsonl")
+    p.add_argument("--overlay", action="store_true", help="also write an overlay video DIR/<name>.mp4")
+    p.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
+    add_engine_args(p)
+    add_tracker_args(p)
+    add_model_args(p)
+    return p
+
+
+def add_engine_args(parser: argparse.ArgumentParser, workers: bool = True) -> None:
+    """``--engine``, ``--address``, ``--workers`` (unless the tool has its own), ``--cpus-per-worker``,
+    ``--gpus-per-worker``, ``--attempts``."""
+    g = parser.add_argument_group("tracking engine (the same outputs with either)")
+    g.add_argument("--engine", choices=ENGINES, default="local",
+                   help="local: one video after another in this process; ray: Ray actors tracking videos in "
+                        "parallel (needs the 'ray' extra). Default: %(default)s")
+    g.add_argument("--address", metavar="A",
+                   help="Ray: a running cluster (auto, host:port, ray://host:10001; vos installed on its nodes); "
+                        "default: start a local cluster on 127.0.0.1 for this run")
+    if workers:
+        g.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="Ray: actors, each tracking one video at a time. Default: 1")
+    g.add_argument("--cpus-per-worker", type=float, metavar="C",
+                   help="Ray: CPUs reserved by each actor, also its torch threads (default: this machine's cores "
+                        "shared out among the workers on a local cluster, 1 on a running one)")
+    g.add_argument("--gpus-per-worker", type=float, default=None, metavar="G",
+                   help="Ray: GPUs reserved by each actor, may be a fraction. Default: 0")
+    g.add_argument("--attempts", type=int, default=None, metavar="K",
+                   help="Ray: actors a video may lose (killed, out of memory) before it is recorded failed; each "
+                        "new one resumes it. Default: 3")
+
+
+def ray_options(args: argparse.Namespace, workers: Optional[int] = None):
+    """The :class:`~vos.batch.ray.RayOptions` of the ``add_engine_args`` options (``workers``: the tool's own
+    count); Ray options with the local engine are an error."""
+    from vos.batch.ray import RayOptions
+
+    given = {"--address": args.address, "--cpus-per-worker": args.cpus_per_worker,
+             "--gpus-per-worker": args.gpus_per_worker, "--attempts": args.attempts}
+    if workers is None:
+        workers, given["--workers"] = args.workers, args.workers
+    if args.engine == "local":
+        named = [flag for flag, value in given.items() if value is not None]
+        if named:
+            raise InputError(f"{named[0]} is an option of --engine ray (the local engine tracks one video after "
+                             f"another in this process)")
+    default = RayOptions()
+    def chosen(value, name):
+        return getattr(default, name) if value is None else value
+
+    return RayOptions(args.address, chosen(workers, "workers"), args.cpus_per_worker,
+                      chosen(args.gpus_per_worker, "gpus_per_worker"), chosen(args.attempts, "attempts"))
+
+
+def run_engine(engine: str, jobs, batch, options, on_result=None):
+    """Every job through ``engine`` (``local`` or ``ray`` with the :class:`~vos.batch.ray.RayOptions` ``options``);
+    returns the :class:`~vos.batch.Summary`."""
+    from vos.batch import run_local
+
+    if engine == "local":
+        return run_local(jobs, batch, on_result=on_result)
+    from vos.batch.ray import run_ray
+
+    return run_ray(jobs, batch, options.address, options.workers, options.cpus_per_worker, options.gpus_per_worker,
+                   options.attempts, on_result=on_result)
+
+
+def jobs_of(args: argparse.Namespace) -> List:
+    from vos.batch import csv_jobs, davis_jobs, youtube_vos_jobs
+
+    if args.davis_root:
+        sequences = [s.strip() for s in args.sequences.split(",") if s.strip()] if args.sequences else None
+        return davis_jobs(args.davis_root, set=args.set, resolution=args.resolution, sequences=sequences)
+    if args.sequences:
+        raise InputError("--sequences is for --davis-root")
+    return youtube_vos_jobs(args.youtube_root, split=args.split) if args.youtube_root else csv_jobs(args.csv)
+
+
+class BatchBar:
+    """A tqdm bar over the videos of a batch (done / total) with the overall frames per second of the videos tracked
+    in this invocation; a failed video is written above it."""
+
+    def __init__(self, total: int, disable: bool = False):
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=total, unit="video", desc="videos", disable=disable)
+        self._start, self._frames, self._failed = time.perf_counter(), 0, 0
+
+    def __call__(self, result) -> None:
+        from tqdm import tqdm
+
+        if result.status == "done":
+            self._frames += result.frames
+        if result.status == "failed":
+            self._failed += 1
+            tqdm.write(f"failed: {result.video}: {result.error}", file=sys.stderr)
+        fps = self._frames / max(time.perf_counter() - self._start, 1e-9)
+        self._bar.set_postfix(fps=f"{fps:.3g}", failed=self._failed, refresh=False)
+        self._bar.update(1)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from vos.batch import BatchRun
+
+    args = build_parser().parse_args(argv)
+    jobs = jobs_of(args)
+    batch = BatchRun(Path(args.out), tracker=tracker_options(args), model=model_options(args),
+                     max_frames=args.max_frames, rle=args.rle, overlay=args.overlay)
+    for job in jobs[:1]:
+        batch.job_run(job).check()          # options that cannot work fail once, not once per video
+    options = ray_options(args)
+    bar = BatchBar(len(jobs), disable=args.no_progress)
+    try:
+        summary = run_engine(args.engine, jobs, batch, options, on_result=bar)
+    finally:
+        bar.close()
+    results = [r for r in summary.results.values() if r is not None]
+    counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
+    where = Path(args.out) / "batch_summary.csv"
+    if counts["failed"]:
+        first = next(r for r in results if r.status == "failed")
+        raise BatchFailed(f"{counts['failed']} of {len(jobs)} video(s) failed, e.g. {first.video}: "
+                          f"{' '.join(first.error.split())} (every video's fate in {where})")
+    print(f"{len(jobs)} video(s) in {args.out}: {counts['done']} tracked, {counts['skipped']} already complete; "
+          f"summary {where}")
+    return 0
