@@ -24,9 +24,13 @@ What changes (segment-anything 1.0 ``modeling/image_encoder.py`` is the referenc
   convolution output, and every later residual add keeps that layout, so each ``LayerNorm`` and ``Linear`` in every
   block first copies its input.
 
+* The neck's 1×1 projection runs as a linear map over the channels of the ``(B, H, W, C)`` tokens (the same
+  function): oneDNN's convolution gave results 7e-6 apart at 1 and 2 threads, the linear gives the same bits at any
+  thread count, so a run on a 1-CPU Ray actor writes the same masks as one on 2 threads.
+
 Not changed, because it measured no faster: window partitioning (projecting ``qkv`` on the unpadded grid and padding
-with the ``qkv`` bias instead measured the same as the stock partition, so the stock ``Block`` is kept); the neck
-(two convolutions and ``LayerNorm2d``, ~1 % of a ViT-B frame); MobileSAM's ``TinyViT`` encoder (``vit_t``), see
+with the ``qkv`` bias instead measured the same as the stock partition, so the stock ``Block`` is kept); the rest of
+the neck (a 3×3 convolution and two ``LayerNorm2d``, ~1 % of a ViT-B frame); MobileSAM's ``TinyViT`` encoder (``vit_t``), see
 :func:`use_fast_encoder`.
 
 Float32 by default, equal to the stock encoder up to float32 rounding (max |Δ| ≈ 1e-5 on ViT-B embeddings).
@@ -162,6 +166,16 @@ class _FastPatchEmbed(_Fast):
         return self.proj(x).permute(0, 2, 3, 1).contiguous()
 
 
+class _FastNeckProjection(_Fast):
+    """The neck's first layer, a 1×1 convolution without bias, as a linear map over the channels of the
+    ``(B, H, W, C)`` tokens: the same function, and the same result whatever the number of threads (oneDNN's
+    convolution measured 7e-6 apart between 1 and 2 threads, enough to move a mask pixel between runs)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight.view(self.out_channels, self.in_channels)
+        return F.linear(x.permute(0, 2, 3, 1), weight, self.bias).permute(0, 3, 1, 2)
+
+
 class _FastAttention(_Fast):
     """Multi-head self-attention with decomposed relative positions over one token grid, fused.
 
@@ -275,6 +289,9 @@ def use_fast_encoder(
                              (package.MLPBlock, _FastMLPBlock)):
             if type(m) is stock:
                 m.__class__ = _fast_class(stock, mixin)
+    projection = enc.neck[0]
+    if type(projection) is nn.Conv2d and projection.kernel_size == (1, 1) and projection.groups == 1:
+        projection.__class__ = _fast_class(nn.Conv2d, _FastNeckProjection)
     enc.__class__ = _fast_class(type(enc), _FastEncoder)
     if dtype is not None:
         enc._vos_autocast_dtype = dtype
