@@ -326,6 +326,7 @@ def test_bench_tool_reports_times_memory_and_agreement(tmp_path, capsys):
     assert stock["peak_rss_increase_mib"] > 250
     printed = capsys.readouterr().out
     assert "speed-up (stock/vos)" in printed and "peak RSS" in printed
+    assert printed.startswith(f"CPU {result['cpu']['model']} (")       # the machine the figures are from
 
 
 def test_bench_tool_rejects_bad_arguments(capsys):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import signal
 import socket
 import statistics
@@ -33,13 +32,6 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 MSG = "#vos-message .vos-message"
 APPLE = (480, 291)        # (x, y) on the apple of the demo's first frame (1296×720)
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def start_server(args: List[str], out: Path) -> tuple:
@@ -126,7 +118,9 @@ def main() -> int:
     from playwright.sync_api import sync_playwright
 
     label = {"persam_f": "PerSAM-F", "persam": "PerSAM (training-free)"}[args.method]
-    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical cores), load average {os.getloadavg()[0]:.1f}; "
+    from vos.machine import cpu_info
+
+    print(f"{cpu_info().line()}, load average {os.getloadavg()[0]:.1f}; "
           f"method {args.method}; {args.runs} runs, median")
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)

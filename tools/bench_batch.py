@@ -11,7 +11,7 @@ actor for Ray, once for local), not starting the Ray cluster (one local cluster 
 its start time is reported apart). frames per second = frames tracked / wall seconds. The variants alternate in
 every round (model by model, engine by engine) so that drifting machine load spreads over all of them; the report
 gives the median of ``--runs`` rounds, every raw time, whether each engine wrote the PNG bytes of the local one (at
-another torch thread count a few CPU kernels round differently), the CPU model and flags from lscpu.
+another torch thread count a few CPU kernels round differently), the CPU model and flags.
 
 Usage: python tools/bench_batch.py [--runs 3] [--videos 4] [--frames 3] [--models tiny,vit_b] [--json out.json]
 """
@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ import torch  # noqa: E402
 
 from vos.batch import BatchRun, davis_jobs, run_local  # noqa: E402
 from vos.batch.ray import LOCAL_OBJECT_STORE, run_ray  # noqa: E402
+from vos.machine import cpu_info  # noqa: E402
 from vos.runs import ModelOptions  # noqa: E402
 from vos.trackers import TrackerOptions  # noqa: E402
 
@@ -49,15 +49,6 @@ VARIANTS = (("local", "local", 0), ("ray-1", "ray", 1), ("ray-2", "ray", 2))
 
 def cores() -> int:
     return len(os.sched_getaffinity(0))
-
-
-def lscpu() -> dict:
-    fields = {}
-    for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-        key, _, value = line.partition(":")
-        fields[key.strip()] = value.strip()
-    return {"model": fields.get("Model name", "?"), "cpus": fields.get("CPU(s)", "?"),
-            "flags": fields.get("Flags", "").split()}
 
 
 def davis_root(folder: Path, videos: int, frames: int) -> Path:
@@ -141,13 +132,13 @@ def main() -> int:
         p.error(f"unknown model {unknown[0]}" if unknown else "--runs and --videos must be >= 1, --frames >= 2")
     torch.set_num_threads(cores())
     with tempfile.TemporaryDirectory(prefix="bench_batch_") as work:
-        report = {"cpu": lscpu(), "cores": cores(), "torch": torch.__version__, **bench(args, Path(work))}
+        report = {"cpu": cpu_info().to_dict(), "cores": cores(), "torch": torch.__version__,
+                  **bench(args, Path(work))}
     import ray
 
     report["ray"] = ray.__version__
-    print(json.dumps({**report, "cpu": {**report["cpu"], "flags": " ".join(report["cpu"]["flags"])}}, indent=1))
-    print(f"\nCPU: {report['cpu']['model']} ({report['cores']} cores; "
-          f"{', '.join(f for f in report['cpu']['flags'] if f.startswith(('avx', 'fma', 'amx')))})")
+    print(json.dumps(report, indent=1))
+    print("\n" + cpu_info().line())
     print(f"{report['videos']} videos x {report['frames_per_video']} frames, {args.method}, medians of "
           f"{args.runs} run(s); Ray cluster start {report['ray_cluster_start_s']:.1f} s (not counted)")
     print("\n| model | engine | median fps | median wall s | PNGs as local |\n|---|---|---|---|---|")

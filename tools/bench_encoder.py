@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -34,6 +33,7 @@ import torch  # noqa: E402
 
 from vos.errors import InputError, OutputError  # noqa: E402
 from vos.io.images import read_rgb  # noqa: E402
+from vos.machine import cpu_info  # noqa: E402
 
 DEFAULT_IMAGE = ROOT / "tests" / "data" / "fast_encoder" / "blackswan_00000.jpg"
 MODELS = ("vit_b", "vit_l", "vit_h", "hq_vit_b", "hq_vit_l", "hq_vit_h", "tiny")
@@ -182,8 +182,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     result = {
         "model": args.model, "image": str(args.image), "input_shape": list(x.shape), "runs": args.runs,
-        "seed": args.seed, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-        "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
+        "seed": args.seed, "threads": torch.get_num_threads(), "cpu": cpu_info().to_dict(),
+        "cpu_line": cpu_info().line(), "torch": torch.__version__,
         "loadavg_1min_before_after": [load_before, load_after],
         "variants": {v: {"wall_s": wall[v], "cpu_s": cpu[v], "wall_median_s": statistics.median(wall[v]),
                          "cpu_median_s": statistics.median(cpu[v]),
@@ -202,8 +202,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def print_table(r: Dict[str, object]) -> None:
+    print(r["cpu_line"])
     print(f"model {r['model']}, input {tuple(r['input_shape'])} from {Path(r['image']).name}, {r['runs']} "
-          f"alternating round(s), torch {r['torch']}, {r['threads']} thread(s), {r['cpu_count']} CPU(s), "
+          f"alternating round(s), torch {r['torch']}, {r['threads']} thread(s), "
           "1-min load average %.2f before, %.2f after the timed runs" % tuple(r["loadavg_1min_before_after"]))
     print(f"{'variant':<8} {'wall median s':>14} {'CPU median s':>13} {'peak RSS +MiB':>14}")
     for v, s in r["variants"].items():

@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from vos.eval.davis import evaluate_davis  # noqa: E402
+from vos.machine import cpu_info  # noqa: E402
 
 TEST_DATA = REPO / "tests" / "data" / "davis_eval"
 TOLERANCE = 1e-9
@@ -105,8 +106,9 @@ def main() -> int:
                    "vos-benchmark": lambda: run_vos_benchmark(args.davis_root, preds)}
         times = {name: ([], []) for name in runners}
         scores = {}
+        print(cpu_info().line())
         print(f"{len(sequences)} sequences ({', '.join(sequences)}), predictions {args.predictions}, "
-              f"{args.runs} rounds, {os.cpu_count()} CPUs")
+              f"{args.runs} rounds")
         for round_ in range(args.runs):
             order = list(runners) if round_ % 2 == 0 else list(runners)[::-1]
             for name in order:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -49,6 +48,7 @@ import torch  # noqa: E402
 from vos.errors import InputError  # noqa: E402
 from vos.io.atomic import atomic_write  # noqa: E402
 from vos.io.images import read_rgb  # noqa: E402
+from vos.machine import cpu_info  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "davis-mini"
 SEQUENCE = "kite-surf"
@@ -243,22 +243,6 @@ def measure_rss(args: argparse.Namespace, system: str, objects: int, count: int)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def cpu_info() -> dict:
-    """CPU model (lscpu) and whether the avx512f / avx512_bf16 instruction sets are there (/proc/cpuinfo flags)."""
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        model = next((l.split(":", 1)[1].strip() for l in lscpu.splitlines() if l.startswith("Model name")), None)
-    except OSError:
-        model = None
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = set(next((l.split(":", 1)[1] for l in f if l.startswith("flags")), "").split())
-    except OSError:
-        flags = set()
-    return {"model": model or platform.processor() or platform.machine(), "avx512f": "avx512f" in flags,
-            "avx512_bf16": "avx512_bf16" in flags, "cpu_count": os.cpu_count()}
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads:
@@ -275,7 +259,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     load_after = os.getloadavg()[0]
     systems = list(next(iter(speed.values())))
     rss = {k: {s: {n: measure_rss(args, s, k, n) for n in args.rss_frames} for s in systems} for k in args.objects}
-    result = {"cpu": cpu_info(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+    cpu = cpu_info()
+    result = {"cpu": cpu.to_dict(), "cpu_line": cpu.line(), "torch": torch.__version__,
+              "threads": torch.get_num_threads(),
               "model": "sam2.1_hiera_tiny (random weights)", "image_size": args.image_size, "seed": args.seed,
               "sequence": SEQUENCE, "frames": args.frames, "loadavg_1min_before_after": [load_before, load_after],
               "speed": speed, "rss": rss}
@@ -286,9 +272,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def print_table(r: dict) -> None:
-    cpu = r["cpu"]
-    print(f"CPU {cpu['model']} ({cpu['cpu_count']} CPUs; avx512f {'yes' if cpu['avx512f'] else 'no'}, "
-          f"avx512_bf16 {'yes' if cpu['avx512_bf16'] else 'no'}), torch {r['torch']}, {r['threads']} thread(s); "
+    print(f"{r['cpu_line']}; torch {r['torch']}, {r['threads']} thread(s); "
           f"{r['model']} at {r['image_size']}, {r['sequence']} ping-pong, {r['frames']} frames; 1-min load "
           "average %.2f before, %.2f after the timed runs" % tuple(r["loadavg_1min_before_after"]))
     print(f"{'objects':>7} {'system':<12} {'runs':>5} {'wall med s':>11} {'CPU med s':>10} {'vs official':>12} "

@@ -142,8 +142,12 @@ def main() -> int:
     if args.memory_child:
         memory_child(args)
         return 0
+    from vos.machine import cpu_info
+
+    cpu = cpu_info()
     report = {"model": args.model, "encoder": args.encoder, "method": args.method, "objects": args.objects,
-              "frames_from": str(args.seq), "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+              "frames_from": str(args.seq), "threads": torch.get_num_threads(), "cpu": cpu.to_dict(),
+              "loadavg_1min_before": os.getloadavg()[0]}
     if not args.skip_speed:
         report["speed"] = speed(args)
     if not args.skip_memory:
@@ -155,6 +159,8 @@ def main() -> int:
         report["memory"] = {"model": args.mem_model, f"peak_rss_MiB_after_{n}": peaks[n],
                             f"peak_rss_MiB_after_{n10}": peaks[n10], "ratio": peaks[n10] / peaks[n]}
     print(json.dumps(report, indent=1))
+    print(f"\n{cpu.line()}; torch {torch.__version__}, {report['threads']} thread(s); 1-min load average "
+          f"{report['loadavg_1min_before']:.2f} before the runs")
     if "speed" in report:
         s = report["speed"]
         print("\n| measure | median wall s | median CPU s |\n|---|---|---|")
