@@ -235,9 +235,18 @@ class _Pool:
         self.actors.remove(actor)
         self.ray.kill(actor)
 
-    def close(self) -> None:
+    def close(self, wait: float = 60.0) -> None:
+        """Kill the remaining actors and wait (up to ``wait`` s) until the cluster no longer lists any actor of this
+        pool: ``ray.kill`` is asynchronous, and a batch that follows on the same cluster reuses the names. Nothing to
+        do once Ray is disconnected (a Ray call would start a new local cluster)."""
+        if not self.ray.is_initialized():
+            return
         for actor in list(self.actors):
             self.retire(actor)
+        names = {f"{ACTOR_PREFIX}-{n}" for n in range(self.created)}
+        deadline = time.monotonic() + wait
+        while names & set(self.ray.util.list_named_actors()) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 class _Dispatch:
