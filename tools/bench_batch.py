@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import sys
@@ -33,7 +32,7 @@ import torch  # noqa: E402
 
 from vos.batch import BatchRun, davis_jobs, run_local  # noqa: E402
 from vos.batch.ray import LOCAL_OBJECT_STORE, run_ray  # noqa: E402
-from vos.machine import cpu_info  # noqa: E402
+from vos.machine import cpu_info, usable_cpus  # noqa: E402
 from vos.runs import ModelOptions  # noqa: E402
 from vos.trackers import TrackerOptions  # noqa: E402
 
@@ -45,10 +44,6 @@ MODELS = {"tiny": ModelOptions("tiny", str(ROOT / "tests" / "data" / "persam_ref
           "vit_b": ModelOptions("vit_b", None, "cpu", "fast", random_weights=True)}
 #: (label, engine, Ray workers)
 VARIANTS = (("local", "local", 0), ("ray-1", "ray", 1), ("ray-2", "ray", 2))
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0))
 
 
 def davis_root(folder: Path, videos: int, frames: int) -> Path:
@@ -71,7 +66,7 @@ def one_batch(jobs, batch: BatchRun, engine: str, workers: int) -> float:
     if engine == "local":
         summary = run_local(jobs, batch)
     else:
-        summary = run_ray(jobs, batch, workers=workers, cpus_per_worker=cores() // workers)
+        summary = run_ray(jobs, batch, workers=workers, cpus_per_worker=usable_cpus() // workers)
     wall = time.perf_counter() - start
     bad = [r for r in summary.results.values() if r is None or r.status != "done"]
     if bad:
@@ -89,7 +84,7 @@ def bench(args, work: Path) -> dict:
     jobs = davis_jobs(davis_root(work / "davis", args.videos, args.frames))
     frames = len(jobs) * args.frames
     start = time.perf_counter()
-    ray.init(address="local", num_cpus=cores(), include_dashboard=False, _node_ip_address="127.0.0.1",
+    ray.init(address="local", num_cpus=usable_cpus(), include_dashboard=False, _node_ip_address="127.0.0.1",
              logging_level="error", log_to_driver=False, object_store_memory=LOCAL_OBJECT_STORE)
     cluster_start = time.perf_counter() - start
     walls = {(m, label): [] for m in args.models for label, _, _ in VARIANTS}
@@ -130,9 +125,9 @@ def main() -> int:
     unknown = [m for m in args.models if m not in MODELS]
     if unknown or args.runs < 1 or args.videos < 1 or args.frames < 2:
         p.error(f"unknown model {unknown[0]}" if unknown else "--runs and --videos must be >= 1, --frames >= 2")
-    torch.set_num_threads(cores())
+    torch.set_num_threads(usable_cpus())
     with tempfile.TemporaryDirectory(prefix="bench_batch_") as work:
-        report = {"cpu": cpu_info().to_dict(), "cores": cores(), "torch": torch.__version__,
+        report = {"cpu": cpu_info().to_dict(), "cores": usable_cpus(), "torch": torch.__version__,
                   **bench(args, Path(work))}
     import ray
 

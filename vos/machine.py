@@ -35,6 +35,11 @@ class CpuInfo:
         return {**asdict(self), "flags": list(self.flags)}
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one, else the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def cpu_info() -> CpuInfo:
     """The CPU this process runs on, read from ``/proc/cpuinfo`` (elsewhere ``platform.processor()``, no flags)."""
     fields: dict = {}
@@ -49,5 +54,4 @@ def cpu_info() -> CpuInfo:
     if "cpu family" in fields and "model" in fields:    # tells Zen 3 / 4 / 5 apart where the name is just "AMD EPYC"
         model += f", family {fields['cpu family']} model {fields['model']}"
     flags = set(fields.get("flags", "").split())
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return CpuInfo(model, cpus, tuple(f for f in FLAGS if f in flags))
+    return CpuInfo(model, usable_cpus(), tuple(f for f in FLAGS if f in flags))

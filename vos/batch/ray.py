@@ -3,9 +3,10 @@ in parallel across videos.
 
 Each actor loads the model once and tracks one whole video at a time through :func:`vos.batch.run.run_job`, so its
 run folder, PNGs and RLE are byte for byte those of the local engine run with as many torch threads; an actor's
-torch intra-op threads are set from the CPUs it reserves, so actors never oversubscribe the cores. (A few CPU
-kernels round differently with another thread count, e.g. the fast encoder's 1x1 neck convolution, which can move a
-mask pixel; the tiny model and the stock encoder measured identical with 1 and 2 threads.) A complete run folder is
+torch intra-op threads are set from the CPUs it reserves, so actors never oversubscribe the cores. (The image
+encoder gives the same bits at any thread count; a few later CPU kernels round differently with another one, which
+can move a mask pixel where a logit is within rounding of 0: measured with vit_b random weights at 1 vs 2 threads;
+the tiny test model gives identical bytes.) A complete run folder is
 skipped (no cluster is started when every folder is complete), a partial one resumes, a video that fails is
 recorded and the others go on. An actor that dies mid-video (``ray.kill``, the OOM killer, a lost node) is replaced
 and its video resumed by the new actor, up to ``attempts`` times per video; then the video is recorded failed with
@@ -34,6 +35,7 @@ from typing import Deque, Dict, Iterator, List, Optional, Tuple
 from vos.batch.jobs import Job
 from vos.batch.run import BatchRun, JobResult, ResultFn, Summary, pending, prepare, run_job
 from vos.errors import InputError, VosError
+from vos.machine import usable_cpus
 
 ACTOR_PREFIX = "vos-batch"
 #: Object store of a local cluster: the actors only return small results.
@@ -72,16 +74,12 @@ class RayOptions:
         """CPUs each actor reserves."""
         if self.cpus_per_worker is not None:
             return self.cpus_per_worker
-        return max(1, _cores() // self.workers) if self.address is None else 1
+        return max(1, usable_cpus() // self.workers) if self.address is None else 1
 
     @property
     def threads(self) -> int:
         """torch intra-op threads of each actor."""
         return max(1, int(self.cpus))
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class _Worker:
