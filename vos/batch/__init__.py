@@ -1,7 +1,17 @@
 """Many videos: job lists (DAVIS / YouTube-VOS layouts, CSV manifests), the local engine, the Ray engine, the
-summary. Each job goes through the run layer (:func:`vos.runs.track`)."""
-from vos.batch.jobs import Job, csv_jobs, davis_jobs, youtube_vos_jobs
-from vos.batch.run import BatchRun, JobResult, Summary, pending, run_job, run_local
+summary. Each job goes through the run layer (:func:`vos.runs.track`).
 
-__all__ = ["BatchRun", "Job", "JobResult", "Summary", "csv_jobs", "davis_jobs", "pending", "run_job", "run_local",
-           "youtube_vos_jobs"]
+Names are imported on first use (PEP 562), so a command that only parses its options imports no torch.
+"""
+from vos.lazy import lazy_attributes
+
+#: The batch engines: ``local`` (:func:`run_local`) and ``ray`` (:func:`vos.batch.ray.run_ray`).
+ENGINES = ("local", "ray")
+
+_LAZY = {"Job": "vos.batch.jobs", "csv_jobs": "vos.batch.jobs", "davis_jobs": "vos.batch.jobs",
+         "youtube_vos_jobs": "vos.batch.jobs", "BatchRun": "vos.batch.run", "JobResult": "vos.batch.run",
+         "Summary": "vos.batch.run", "pending": "vos.batch.run", "run_engine": "vos.batch.run",
+         "run_job": "vos.batch.run", "run_local": "vos.batch.run"}
+__all__ = ["ENGINES", *sorted(_LAZY)]
+
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

@@ -16,8 +16,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional
 
+from vos.batch import ENGINES
 from vos.batch.jobs import Job
-from vos.errors import VosError
+from vos.errors import InputError, VosError
 from vos.io.atomic import atomic_write
 from vos.runs import RUN_FILE, ModelOptions, RunFolder, TrackRun, is_complete, track
 from vos.runs.options import tracking_settings
@@ -136,3 +137,18 @@ def run_local(jobs: List[Job], batch: BatchRun, model=None, on_result: Optional[
         if on_result is not None:
             on_result(result)
     return summary
+
+
+def run_engine(engine: str, jobs: List[Job], batch: BatchRun, ray=None,
+               on_result: Optional[ResultFn] = None) -> Summary:
+    """Every job through ``engine`` (one of :data:`ENGINES`); ``ray``: the :class:`~vos.batch.ray.RayOptions` of the
+    Ray engine (default: its defaults)."""
+    if engine not in ENGINES:
+        raise InputError(f"unknown batch engine {engine!r} (engines: {', '.join(ENGINES)})")
+    if engine == "local":
+        return run_local(jobs, batch, on_result=on_result)
+    from vos.batch.ray import RayOptions, run_ray
+
+    ray = ray or RayOptions()
+    return run_ray(jobs, batch, ray.address, ray.workers, ray.cpus_per_worker, ray.gpus_per_worker, ray.attempts,
+                   on_result=on_result)

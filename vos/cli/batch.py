@@ -26,11 +26,9 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from vos.batch import ENGINES
 from vos.cli.common import add_model_args, add_tracker_args, model_options, tracker_options
 from vos.errors import InputError, VosError
-
-ENGINES = ("local", "ray")
-
 
 class BatchFailed(VosError):
     """Some videos of a batch could not be tracked (the others were)."""
@@ -99,25 +97,9 @@ def ray_options(args: argparse.Namespace, workers: Optional[int] = None):
         if named:
             raise InputError(f"{named[0]} is an option of --engine ray (the local engine tracks one video after "
                              f"another in this process)")
-    default = RayOptions()
-    def chosen(value, name):
-        return getattr(default, name) if value is None else value
-
-    return RayOptions(args.address, chosen(workers, "workers"), args.cpus_per_worker,
-                      chosen(args.gpus_per_worker, "gpus_per_worker"), chosen(args.attempts, "attempts"))
-
-
-def run_engine(engine: str, jobs, batch, options, on_result=None):
-    """Every job through ``engine`` (``local`` or ``ray`` with the :class:`~vos.batch.ray.RayOptions` ``options``);
-    returns the :class:`~vos.batch.Summary`."""
-    from vos.batch import run_local
-
-    if engine == "local":
-        return run_local(jobs, batch, on_result=on_result)
-    from vos.batch.ray import run_ray
-
-    return run_ray(jobs, batch, options.address, options.workers, options.cpus_per_worker, options.gpus_per_worker,
-                   options.attempts, on_result=on_result)
+    values = {"address": args.address, "workers": workers, "cpus_per_worker": args.cpus_per_worker,
+              "gpus_per_worker": args.gpus_per_worker, "attempts": args.attempts}
+    return RayOptions(**{name: value for name, value in values.items() if value is not None})
 
 
 def jobs_of(args: argparse.Namespace) -> List:
@@ -158,7 +140,7 @@ class BatchBar:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from vos.batch import BatchRun
+    from vos.batch import BatchRun, run_engine
 
     args = build_parser().parse_args(argv)
     jobs = jobs_of(args)

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from vos.cli.batch import add_engine_args, ray_options, run_engine
+from vos.cli.batch import add_engine_args, ray_options
 from vos.cli.common import add_model_args, add_tracker_args, model_options, tracker_options
 from vos.errors import EvaluationError, OutputError
 from vos.eval.davis import DavisResult, evaluate_davis, format_table, plot_sequences, write_csvs
@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run_set(args: argparse.Namespace, out: Path, sequences: Optional[Sequence[str]]) -> None:
     """Track every sequence of the set into ``out/<sequence>/`` through the batch runner on ``args.engine``; a failed
     sequence is an error (the evaluation needs all of them)."""
-    from vos.batch import BatchRun, davis_jobs
+    from vos.batch import BatchRun, davis_jobs, run_engine
 
     options = ray_options(args, workers=args.workers)
     jobs = davis_jobs(args.davis_root, set=args.set, resolution=args.resolution, sequences=sequences)
