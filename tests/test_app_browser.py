@@ -145,6 +145,18 @@ def open_demo(page: Page) -> None:
     wait_text(page, MSG, "click on an object")
 
 
+def add_apple_and_shadow_box(page: Page) -> None:
+    """On the opened demo video: object 1 by a click on the apple, object 2 by a box around its shadow."""
+    click_frame(page, *APPLE_CLICK)
+    wait_text(page, "#vos-objects", "object 1")
+    page.click("#vos-new")
+    page.get_by_label("box: two corners").check()
+    click_frame(page, *SHADOW_BOX[0])
+    wait_text(page, MSG, "click the opposite corner")
+    click_frame(page, *SHADOW_BOX[1])
+    wait_text(page, "#vos-objects", "object 2: a box")
+
+
 def open_path(page: Page, path: Path) -> None:
     page.fill("#vos-path textarea", str(path))
     page.click("#vos-open")
@@ -251,14 +263,7 @@ def test_click_shows_the_mask_undo_and_outside(page):
 
 def test_box_adds_a_second_object(page):
     open_demo(page)
-    click_frame(page, *APPLE_CLICK)
-    wait_text(page, "#vos-objects", "object 1")
-    page.click("#vos-new")
-    page.get_by_label("box: two corners").check()
-    click_frame(page, *SHADOW_BOX[0])
-    wait_text(page, MSG, "click the opposite corner")
-    click_frame(page, *SHADOW_BOX[1])
-    wait_text(page, "#vos-objects", "object 2: a box")
+    add_apple_and_shadow_box(page)
     assert "object 1: 1 point(s)" in text(page, "#vos-objects")
     page.locator("#vos-current input").click()
     page.get_by_role("option", name="object 1").click()
@@ -271,13 +276,7 @@ def test_track_streams_frames_and_downloads(page, server, tmp_path):
     from vos.io import read_video
 
     open_demo(page)
-    click_frame(page, *APPLE_CLICK)
-    wait_text(page, "#vos-objects", "object 1")
-    page.click("#vos-new")
-    page.get_by_label("box: two corners").check()
-    click_frame(page, *SHADOW_BOX[0])
-    click_frame(page, *SHADOW_BOX[1])
-    wait_text(page, "#vos-objects", "object 2")
+    add_apple_and_shadow_box(page)
     choose_method(page, "PerSAM (training-free)")
     previews = track(page, 5)
     no_traceback(page)
