@@ -157,7 +157,9 @@ def test_bad_tracker_input(tiny_sam, kite):
 
 
 def test_decoder_batching_gives_the_same_tracks(tiny_sam, kite):
-    """The GPU default (16 prompts per decoder call) tracks exactly as one prompt per call."""
+    """The GPU default (16 prompts per decoder call) tracks as one prompt per call, up to float32 rounding: logits
+    within 1e-4, and a pixel's label differs only where its decision (the margin between the two best of background
+    at 0 and each object's logit) is within that rounding."""
     frames, first = kite
     maps = {}
     for batch in (1, 16):
@@ -167,10 +169,14 @@ def test_decoder_batching_gives_the_same_tracks(tiny_sam, kite):
             maps[batch, method] = [tracker.step(f) for f in frames[1:]]
     for method in ("persam", "persam_f"):
         for a, b in zip(maps[1, method], maps[16, method]):
-            np.testing.assert_array_equal(a.label_map, b.label_map)
             assert a.scores == pytest.approx(b.scores, abs=1e-5)
             for obj_id in a.logits:
                 np.testing.assert_allclose(a.logits[obj_id], b.logits[obj_id], atol=1e-4)
+            differ = a.label_map != b.label_map
+            assert differ.mean() < 1e-4
+            candidates = np.stack([np.zeros(differ.sum())] + [a.logits[i][differ] for i in sorted(a.logits)])
+            top_two = np.sort(candidates, axis=0)[-2:]
+            assert np.all(top_two[1] - top_two[0] <= 2e-4)
 
 
 def test_absence_threshold_blanks_only_the_objects_below_it(tiny_sam, kite):

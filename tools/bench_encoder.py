@@ -1,21 +1,26 @@
 #!/usr/bin/env python
-"""Benchmark the stock segment-anything image encoder against vos's exact fast encoder on one real frame.
+"""Benchmark the stock segment-anything image encoder against vos's fast encoder, in float32 and in bfloat16.
 
 One model with seeded random weights (the official architecture: compute cost does not depend on the weights; the
-zero-initialised relative-position tables are drawn too, so that the exactness figure covers them), one frame
-resized and padded as SAM does, under ``torch.inference_mode()``. In one process the two variants run alternately
-(stock, vos, stock, vos, … ``--runs`` rounds; the encoder classes are swapped in place, so both use the very same
-weights), reporting per variant the median wall time and median CPU seconds (``time.process_time``, all threads)
-per frame, and the max |difference| of their outputs. Peak memory is measured for each variant in its own child
-process (peak RSS only grows within a process): the child builds the model and input, resets the peak (Linux
-``/proc/self/clear_refs``; elsewhere ``getrusage`` deltas), runs one forward and reports peak RSS minus the RSS
-before it.
+zero-initialised relative-position tables are drawn too, so that the error figures cover them), one frame resized
+and padded as SAM does, under ``torch.inference_mode()``. Variants: ``stock`` (segment_anything, float32), ``vos``
+(the fast encoder, float32, exact), ``stock_bf16`` (segment_anything under ``torch.autocast("cpu", bfloat16)``) and
+``vos_bf16`` (``precision="bf16"``). In one process they run alternately (stock, vos, stock_bf16, vos_bf16, …
+``--runs`` rounds; the encoder classes are swapped in place, so all use the very same weights), reporting per
+variant the median wall time and median CPU seconds (``time.process_time``, all threads) per frame, the speed-up
+over stock float32, and the max and relative (Frobenius) difference of its output from stock float32's. The bf16
+variants run only where the CPU has bfloat16 dot products (elsewhere they are skipped with the reason: emulated,
+they take minutes a frame). Peak memory is measured for each variant in its own child process (peak RSS only grows
+within a process): the child builds the model and input, resets the peak (Linux ``/proc/self/clear_refs``;
+elsewhere ``getrusage`` deltas), runs one forward and reports peak RSS minus the RSS before it.
 
-Usage: python tools/bench_encoder.py [--model vit_b] [--runs 3] [--image frame.jpg] [--json out.json]
+Usage: python tools/bench_encoder.py [--model vit_b] [--runs 3] [--variants stock,vos,stock_bf16,vos_bf16]
+                                     [--image frame.jpg] [--json out.json]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -37,7 +42,7 @@ from vos.machine import cpu_info  # noqa: E402
 
 DEFAULT_IMAGE = ROOT / "tests" / "data" / "fast_encoder" / "blackswan_00000.jpg"
 MODELS = ("vit_b", "vit_l", "vit_h", "hq_vit_b", "hq_vit_l", "hq_vit_h", "tiny")
-VARIANTS = ("stock", "vos")
+VARIANTS = ("stock", "vos", "stock_bf16", "vos_bf16")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,8 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "hq_vit_* (HQ-SAM, also compares interm_embeddings), tiny (test configuration). "
                         "Default: %(default)s")
     p.add_argument("--runs", type=int, default=3,
-                   help="rounds of alternating runs (stock then vos in each); medians are over these. "
+                   help="rounds of alternating runs (each variant once per round); medians are over these. "
                         "Default: %(default)s")
+    p.add_argument("--variants", default=",".join(VARIANTS),
+                   help="comma-separated variants to run, from: " + ", ".join(VARIANTS) + " (stock is always run: "
+                        "it is the reference). Default: all; the bf16 ones only where the CPU has bfloat16 dot "
+                        "products")
     p.add_argument("--image", type=Path, default=DEFAULT_IMAGE,
                    help="RGB frame to encode, resized to a 1024 long side and padded as SAM does. "
                         "Default: the DAVIS blackswan frame in tests/data/fast_encoder")
@@ -91,14 +100,40 @@ def encoder_input(sam: torch.nn.Module, rgb) -> torch.Tensor:
     return sam.preprocess(x)
 
 
-def set_variant(sam: torch.nn.Module, variant: str) -> None:
-    """Switch the image encoder of ``sam`` in place to ``variant`` ("stock" or "vos")."""
+def set_variant(sam: torch.nn.Module, variant: str) -> contextlib.AbstractContextManager:
+    """Switch the image encoder of ``sam`` in place to ``variant``; returns the context to run it in (autocast for
+    ``stock_bf16``)."""
     from vos.models.fast_encoder import use_fast_encoder, use_stock_encoder
 
-    if variant == "vos":
-        use_fast_encoder(sam)
+    if variant.startswith("vos"):
+        use_fast_encoder(sam, precision="bf16" if variant.endswith("bf16") else "fp32")
     else:
         use_stock_encoder(sam)
+    if variant == "stock_bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def chosen_variants(text: str) -> List[str]:
+    """The variants of ``--variants`` in run order, stock first; bf16 ones dropped (with a note) where the CPU lacks
+    bfloat16 dot products."""
+    asked = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = [v for v in asked if v not in VARIANTS]
+    if unknown:
+        raise InputError(f"--variants: unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    from vos.models.precision import bf16_missing
+
+    missing = bf16_missing("cpu")
+    chosen = [v for v in VARIANTS if v == "stock" or v in asked]
+    if missing and any(v.endswith("bf16") for v in chosen):
+        print(f"bf16 variants skipped: {missing}", file=sys.stderr)
+        chosen = [v for v in chosen if not v.endswith("bf16")]
+    return chosen
+
+
+def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """``‖out − ref‖ / ‖ref‖`` (Frobenius norms, float64)."""
+    return float((out.double() - ref.double()).norm() / ref.double().norm())
 
 
 def outputs(out) -> List[torch.Tensor]:
@@ -120,9 +155,9 @@ def memory_child(args: argparse.Namespace) -> None:
     """Print ``{"peak_rss_increase_mib": …, "method": …}`` for one forward of ``args.memory_child``."""
     rgb = read_rgb(args.image, "frame")
     sam = build_model(args.model, args.seed)
-    set_variant(sam, args.memory_child)
+    context = set_variant(sam, args.memory_child)
     x = encoder_input(sam, rgb)
-    with torch.inference_mode():
+    with torch.inference_mode(), context:
         try:
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")  # reset the peak RSS (VmHWM) to the current RSS
@@ -160,26 +195,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     from tqdm import tqdm
 
+    variants = chosen_variants(args.variants)
     rgb = read_rgb(args.image, "frame")
     sam = build_model(args.model, args.seed)
     x = encoder_input(sam, rgb)
     load_before = os.getloadavg()[0]
-    wall: Dict[str, List[float]] = {v: [] for v in VARIANTS}
-    cpu: Dict[str, List[float]] = {v: [] for v in VARIANTS}
+    wall: Dict[str, List[float]] = {v: [] for v in variants}
+    cpu: Dict[str, List[float]] = {v: [] for v in variants}
     first: Dict[str, List[torch.Tensor]] = {}
     with torch.inference_mode():
-        for _ in tqdm(range(args.runs), desc=f"{args.model} stock/vos rounds", unit="round", file=sys.stderr):
-            for variant in VARIANTS:
-                set_variant(sam, variant)
-                t0, c0 = time.perf_counter(), time.process_time()
-                out = sam.image_encoder(x)
-                wall[variant].append(time.perf_counter() - t0)
-                cpu[variant].append(time.process_time() - c0)
-                first.setdefault(variant, outputs(out))
+        for _ in tqdm(range(args.runs), desc=f"{args.model} {'/'.join(variants)} rounds", unit="round",
+                      file=sys.stderr):
+            for variant in variants:
+                with set_variant(sam, variant):
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    out = sam.image_encoder(x)
+                    wall[variant].append(time.perf_counter() - t0)
+                    cpu[variant].append(time.process_time() - c0)
+                first.setdefault(variant, [t.float() for t in outputs(out)])
     load_after = os.getloadavg()[0]
-    diffs = [float((a - b).abs().max()) for a, b in zip(first["stock"], first["vos"])]
-    memory = {} if args.skip_memory else {v: measure_memory(args, v) for v in VARIANTS}
+    memory = {} if args.skip_memory else {v: measure_memory(args, v) for v in variants}
 
+    ref = first["stock"]
     result = {
         "model": args.model, "image": str(args.image), "input_shape": list(x.shape), "runs": args.runs,
         "seed": args.seed, "threads": torch.get_num_threads(), "cpu": cpu_info().to_dict(),
@@ -187,14 +224,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "loadavg_1min_before_after": [load_before, load_after],
         "variants": {v: {"wall_s": wall[v], "cpu_s": cpu[v], "wall_median_s": statistics.median(wall[v]),
                          "cpu_median_s": statistics.median(cpu[v]),
+                         "speedup_wall": statistics.median(wall["stock"]) / statistics.median(wall[v]),
+                         "speedup_cpu": statistics.median(cpu["stock"]) / statistics.median(cpu[v]),
+                         "max_abs_diff_embeddings": float((first[v][0] - ref[0]).abs().max()),
+                         "rel_error_embeddings": rel_error(first[v][0], ref[0]),
+                         "max_abs_diff_interm_embeddings": max((float((a - b).abs().max())
+                                                                for a, b in zip(first[v][1:], ref[1:])), default=None),
                          "peak_rss_increase_mib": memory.get(v, {}).get("peak_rss_increase_mib")}
-                     for v in VARIANTS},
-        "speedup_wall": statistics.median(wall["stock"]) / statistics.median(wall["vos"]),
-        "speedup_cpu": statistics.median(cpu["stock"]) / statistics.median(cpu["vos"]),
-        "max_abs_diff_embeddings": diffs[0],
-        "max_abs_diff_interm_embeddings": max(diffs[1:]) if len(diffs) > 1 else None,
+                     for v in variants},
         "memory_method": next(iter(memory.values()))["method"] if memory else None,
     }
+    if "vos_bf16" in variants:
+        result["speedup_vos_bf16_over_vos_wall"] = (statistics.median(wall["vos"])
+                                                    / statistics.median(wall["vos_bf16"]))
     print_table(result)
     if args.json:
         write_json(args.json, result)
@@ -206,15 +248,21 @@ def print_table(r: Dict[str, object]) -> None:
     print(f"model {r['model']}, input {tuple(r['input_shape'])} from {Path(r['image']).name}, {r['runs']} "
           f"alternating round(s), torch {r['torch']}, {r['threads']} thread(s), "
           "1-min load average %.2f before, %.2f after the timed runs" % tuple(r["loadavg_1min_before_after"]))
-    print(f"{'variant':<8} {'wall median s':>14} {'CPU median s':>13} {'peak RSS +MiB':>14}")
+    print(f"{'variant':<11} {'wall median s':>14} {'CPU median s':>13} {'vs stock wall / CPU':>20} "
+          f"{'max |Δ|':>9} {'rel. error':>10} {'peak RSS +MiB':>14}")
     for v, s in r["variants"].items():
         mem = "-" if s["peak_rss_increase_mib"] is None else f"{s['peak_rss_increase_mib']:.0f}"
-        print(f"{v:<8} {s['wall_median_s']:>14.2f} {s['cpu_median_s']:>13.2f} {mem:>14}")
-    print(f"speed-up (stock/vos): wall {r['speedup_wall']:.2f}x, CPU {r['speedup_cpu']:.2f}x")
-    line = f"max |stock - vos|: embeddings {r['max_abs_diff_embeddings']:.3g}"
-    if r["max_abs_diff_interm_embeddings"] is not None:
-        line += f", interm_embeddings {r['max_abs_diff_interm_embeddings']:.3g}"
-    print(line)
+        err = ("-", "-") if v == "stock" else (f"{s['max_abs_diff_embeddings']:.3g}",
+                                               f"{s['rel_error_embeddings']:.2e}")
+        speed = f"{s['speedup_wall']:.2f}x / {s['speedup_cpu']:.2f}x"
+        print(f"{v:<11} {s['wall_median_s']:>14.2f} {s['cpu_median_s']:>13.2f} {speed:>20} {err[0]:>9} "
+              f"{err[1]:>10} {mem:>14}")
+    if "speedup_vos_bf16_over_vos_wall" in r:
+        print(f"vos_bf16 over vos (fp32): {r['speedup_vos_bf16_over_vos_wall']:.2f}x wall")
+    interm = {v: s["max_abs_diff_interm_embeddings"] for v, s in r["variants"].items()
+              if v != "stock" and s["max_abs_diff_interm_embeddings"] is not None}
+    if interm:
+        print("max |Δ| of interm_embeddings vs stock: " + ", ".join(f"{v} {d:.3g}" for v, d in interm.items()))
     if r["memory_method"]:
         print(f"memory: one forward per variant in its own process; {r['memory_method']}")
 

@@ -138,5 +138,6 @@ def command_line(run: TrackRun) -> str:
     checkpoint = [] if not model.checkpoint else ["--checkpoint", str(Path(model.checkpoint).expanduser().resolve())]
     args += ["--model", model.name] + checkpoint
     args += (["--device", model.device] if model.device else []) + ["--encoder", model.encoder]
+    args += ["--precision", model.precision] if model.precision != "fp32" else []
     args += (["--random-weights"] if model.random_weights else []) + ["--resume"]
     return shlex.join(args)

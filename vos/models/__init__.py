@@ -7,14 +7,16 @@ from typing import Optional, Union
 import torch
 import torch.nn as nn
 
-from vos.errors import CheckpointError
+from vos.errors import CheckpointError, InputError
 from vos.models.checkpoint import cache_dir, load_weights, resolve_checkpoint
-from vos.models.fast_encoder import encoder_kind, use_fast_encoder, use_stock_encoder
+from vos.models.fast_encoder import encoder_kind, encoder_precision, use_fast_encoder, use_stock_encoder
+from vos.models.precision import PRECISIONS, check_precision
 from vos.models.registry import MODELS, ModelSpec, get_spec
 from vos.models.tiny import build_tiny_sam
 
 __all__ = ["load_model", "load_sam", "default_device", "build_tiny_sam", "MODELS", "ModelSpec", "cache_dir",
-           "encoder_kind", "use_fast_encoder", "use_stock_encoder"]
+           "encoder_kind", "encoder_precision", "use_fast_encoder", "use_stock_encoder", "PRECISIONS",
+           "check_precision"]
 
 
 def default_device() -> torch.device:
@@ -27,34 +29,45 @@ def default_device() -> torch.device:
 
 
 def load_sam(name: str, checkpoint: Optional[str] = None, device: Union[str, torch.device, None] = None,
-             encoder: str = "fast", random_weights: bool = False, seed: int = 0) -> nn.Module:
+             encoder: str = "fast", random_weights: bool = False, seed: int = 0, precision: str = "fp32") -> nn.Module:
     """Build SAM model ``name`` with its official weights, in eval mode, parameters frozen.
 
     ``checkpoint``: a file path; default: the official file in :func:`cache_dir`, downloaded (sha256-checked) on
     first use. ``random_weights``: seeded random weights instead (benchmarks, smoke runs). ``encoder``: ``"fast"``
-    (fused-attention encoder computing the same function) or ``"stock"``.
+    (fused-attention encoder computing the same function) or ``"stock"``. ``precision``: ``"fp32"`` (exact) or
+    ``"bf16"`` (the fast ViT encoder in bfloat16, outputs float32; refused where the device has no fast bfloat16 and
+    for TinyViT encoders; :mod:`vos.models.precision`).
     """
     spec = get_spec(name)
     if encoder not in ("fast", "stock"):
         raise CheckpointError(f"unknown encoder {encoder!r}: use 'fast' or 'stock'")
+    device = torch.device(device) if device is not None else default_device()
+    check_precision(precision, device)
+    if precision == "bf16" and encoder != "fast":
+        raise InputError("--precision bf16 runs on the fast encoder: use --encoder fast (the default)")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = spec.build()
+    if encoder == "fast":  # the conversion keeps every parameter and state_dict key: weights load the same after it
+        use_fast_encoder(model, precision=precision)
+        if encoder_precision(model) != precision:
+            raise InputError(f"--precision bf16 is not available for {name}: its TinyViT image encoder runs in "
+                             f"float32 only")
     if not random_weights:
         load_weights(model, spec, resolve_checkpoint(spec, checkpoint))
-    if encoder == "fast":
-        use_fast_encoder(model)
     model.requires_grad_(False)
-    return model.to(torch.device(device) if device is not None else default_device()).eval()
+    return model.to(device).eval()
 
 
 def load_model(name: str, checkpoint: Optional[str] = None, device: Union[str, torch.device, None] = None,
-               encoder: str = "fast", random_weights: bool = False, seed: int = 0) -> nn.Module:
+               encoder: str = "fast", random_weights: bool = False, seed: int = 0, precision: str = "fp32"
+               ) -> nn.Module:
     """Any registered model by name: :func:`load_sam` for the SAM family, ``vos.models.sam2.load_sam2`` for SAM 2.1
-    (``encoder`` applies to SAM ViT encoders only)."""
+    (``encoder`` applies to SAM ViT encoders only; ``precision`` to both)."""
     if get_spec(name).family == "sam2":
         from vos.models.sam2 import load_sam2
 
-        return load_sam2(name, checkpoint=checkpoint, device=device, random_weights=random_weights, seed=seed)
+        return load_sam2(name, checkpoint=checkpoint, device=device, random_weights=random_weights, seed=seed,
+                         precision=precision)
     return load_sam(name, checkpoint=checkpoint, device=device, encoder=encoder, random_weights=random_weights,
-                    seed=seed)
+                    seed=seed, precision=precision)

@@ -23,9 +23,11 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from vos.errors import InputError
+from vos.models.fast_decoder import predict_masks
 
 
 @dataclass
@@ -154,13 +156,25 @@ class SamBackend:
 
     def _run_decoder(self, decoder: nn.Module, emb: ImageEmbedding, sparse: torch.Tensor, dense: torch.Tensor,
                      multimask: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-        return decoder(image_embeddings=emb.features, image_pe=dense_pe(self.model.prompt_encoder),
-                       sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=multimask)
+        masks, iou = predict_masks(decoder, emb.features, dense_pe(self.model.prompt_encoder), sparse, dense)
+        sel = slice(1, None) if multimask else slice(0, 1)
+        return masks[:, sel], iou[:, sel]
 
     def postprocess(self, emb: ImageEmbedding, maps: torch.Tensor) -> torch.Tensor:
-        """Maps on the padded input grid ``B×K×h×w`` → ``B×K×H×W`` at the original size (SAM's post-processing:
-        bilinear to the input size, crop the padding, bilinear to the image size)."""
-        return self.model.postprocess_masks(maps, emb.input_size, emb.original_size)
+        """Maps on the padded input grid ``B×K×L×L`` → ``B×K×H×W`` at the original size: SAM's post-processing
+        (``Sam.postprocess_masks``: bilinear to the S×S encoder input, crop the padding, bilinear to the image size),
+        the same bits, with the first interpolation computed only over the rows and columns the crop keeps (for a
+        16:9 frame 44 % of the S×S map is padding). The exactness rests on S = f·L for an integer f: the map's
+        first ``ceil(h'/f) + 1`` rows interpolated to f times as many rows use the same scale (1/f) and, for every
+        kept row, the same source rows and weights as the full interpolation."""
+        size, (h, w) = self.model.image_encoder.img_size, emb.input_size
+        side = maps.shape[-1]
+        if maps.shape[-2] != side or size % side:
+            return self.model.postprocess_masks(maps, emb.input_size, emb.original_size)
+        f = size // side
+        rows, cols = min(side, -(-h // f) + 1), min(side, -(-w // f) + 1)
+        up = F.interpolate(maps[..., :rows, :cols], (rows * f, cols * f), mode="bilinear", align_corners=False)
+        return F.interpolate(up[..., :h, :w], emb.original_size, mode="bilinear", align_corners=False)
 
     def upscale(self, emb: ImageEmbedding, low_res: torch.Tensor) -> torch.Tensor:
         """Low-res logits ``B×K×256×256`` → high-res logits ``B×K×H×W``."""

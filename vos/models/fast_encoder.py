@@ -34,9 +34,11 @@ the neck (a 3×3 convolution and two ``LayerNorm2d``, ~1 % of a ViT-B frame); Mo
 :func:`use_fast_encoder`.
 
 Float32 by default, equal to the stock encoder up to float32 rounding (max |Δ| ≈ 1e-5 on ViT-B embeddings).
-``dtype=torch.bfloat16`` / ``torch.float16`` enables autocast **only for CUDA inputs**; CPU inputs always run in
-float32. ``compile=True`` compiles the encoder with ``torch.compile`` (``nn.Module.compile``, which keeps the
-``state_dict`` keys).
+``precision="bf16"`` runs the attention and MLP blocks' matmuls, the relative-position terms and the fused attention
+in bfloat16 (float32 accumulation inside the kernels; bfloat16 copies of those weights, cached, the float32
+parameters untouched), while the patch embedding, every ``LayerNorm``, the residual stream and the neck stay float32
+and the outputs are float32; :func:`vos.models.precision.check_precision` says where it pays. ``compile=True``
+compiles the encoder with ``torch.compile`` (``nn.Module.compile``, which keeps the ``state_dict`` keys).
 """
 from __future__ import annotations
 
@@ -51,6 +53,7 @@ import torch.nn.functional as F
 from segment_anything.modeling.image_encoder import get_rel_pos
 
 from vos.errors import InputError
+from vos.models.precision import PRECISIONS
 
 MASK_BUDGET = 1 << 24
 """Largest attention-mask chunk built at a time, in elements (64 MiB of float32). ViT-B global block: 4 heads ×
@@ -60,7 +63,11 @@ QUERY_ROWS = 1024
 """Query rows per chunk when a whole mask does not fit: below ~768 rows the CPU flash kernel uses smaller query
 blocks and measured up to 30 % slower; unchunked (4096 rows) measured ~25 % slower than 1024-row chunks."""
 
-_AUTOCAST_DTYPES = (torch.bfloat16, torch.float16)
+BF16_QUERY_ROWS = 512
+"""Query rows per chunk of the explicit bfloat16 attention (one head at a time): on a ViT-B global block (2 threads,
+Zen 4) 512 rows measured 0.27 s, 256 rows 0.28 s, 1024 rows 0.31 s, 4 heads × 1024 rows 0.74 s, and the CPU flash
+kernel with the mask 0.43 s (it gains nothing from bfloat16 there)."""
+
 _VIT_MODULES = ("segment_anything.modeling.image_encoder", "segment_anything_hq.modeling.image_encoder")
 
 
@@ -79,8 +86,8 @@ def decomposed_rel_pos_terms(
         token ``(kh, kw)`` is ``rel_h[..., i·W + j, kh] + rel_w[..., i·W + j, kw]``.
     """
     h, w = hw
-    r_h = get_rel_pos(h, h, rel_pos_h)  # (H, H, head_dim): [query row, key row]
-    r_w = get_rel_pos(w, w, rel_pos_w)  # (W, W, head_dim): [query col, key col]
+    r_h = get_rel_pos(h, h, rel_pos_h).to(q.dtype)  # (H, H, head_dim): [query row, key row]
+    r_w = get_rel_pos(w, w, rel_pos_w).to(q.dtype)  # (W, W, head_dim): [query col, key col]
     b, heads, n, dim = q.shape
     grid = q.reshape(b, heads, h, w, dim)
     rel_h = torch.einsum("bnhwc,hkc->bnhwk", grid, r_h).reshape(b, heads, n, h)
@@ -117,6 +124,8 @@ def rel_pos_attention(
     if b_step >= b and h_step == heads and r_step == n:
         mask = (rel_h[..., :, None] + rel_w[..., None, :]).view(b, heads, n, n)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale).transpose(1, 2)
+    if q.dtype == torch.bfloat16 and q.device.type == "cpu":
+        return _explicit_attention(q, k, v, scale, rel_h, rel_w)
     out = q.new_empty(b, n, heads, dim)
     buf = q.new_empty(min(b_step, b) * h_step * r_step * n)
     for b0 in range(0, b, b_step):
@@ -135,23 +144,76 @@ def rel_pos_attention(
     return out
 
 
-def fused_linear(x: torch.Tensor, linear: nn.Linear, gelu: bool = False) -> torch.Tensor:
+def _explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, rel_h: torch.Tensor,
+                        rel_w: torch.Tensor) -> torch.Tensor:
+    """:func:`rel_pos_attention` as matrix products and a softmax, one head and :data:`BF16_QUERY_ROWS` query rows
+    at a time (the bfloat16 path on CPU, where those products run on the BF16 dot-product kernels); (B, N, heads,
+    head_dim)."""
+    b, heads, n, dim = q.shape
+    kh, kw = rel_h.shape[-1], rel_w.shape[-1]
+    out = q.new_empty(b, n, heads, dim)
+    for i in range(b):
+        for h in range(heads):
+            keys = k[i, h].transpose(0, 1)
+            for r0 in range(0, n, BF16_QUERY_ROWS):
+                rows = slice(r0, min(n, r0 + BF16_QUERY_ROWS))
+                mask = (rel_h[i, h, rows, :, None] + rel_w[i, h, rows, None, :]).view(-1, kh * kw)
+                scores = torch.addmm(mask, q[i, h, rows], keys, alpha=scale)
+                out[i, rows, h] = torch.softmax(scores, dim=-1) @ v[i, h]
+    return out
+
+
+def low_precision(module: nn.Module, name: str, dtype: torch.dtype) -> Optional[torch.Tensor]:
+    """Parameter ``name`` of ``module`` cast to ``dtype``, cached on the module while the parameter is unchanged
+    (same storage, version and device); None for a missing parameter (a bias-free layer)."""
+    param = getattr(module, name)
+    if param is None:
+        return None
+    # an inference tensor has no version counter, and can change in place only inside inference mode
+    version = None if param.is_inference() else param._version
+    key = (param.data_ptr(), version, param.device, dtype)
+    cache = module.__dict__.setdefault("_vos_low_precision", {})
+    hit = cache.get(name)
+    if hit is None or hit[0] != key:
+        hit = cache[name] = (key, param.detach().to(dtype))
+    return hit[1]
+
+
+def fused_linear(x: torch.Tensor, linear: nn.Linear, gelu: bool = False,
+                 dtype: Optional[torch.dtype] = None) -> torch.Tensor:
     """``linear(x)``, followed by the exact (erf) GELU if ``gelu``; (..., in) -> (..., out).
 
-    On CPU float32 with oneDNN and no autograd, one oneDNN call with bias and GELU fused (and no copy of the bias
-    into the output, as ``addmm`` does); otherwise (CUDA, autograd, other dtypes, under ``torch.compile``, which
-    does its own fusion) ``F.linear`` (+ ``F.gelu``).
+    ``dtype``: None to compute in ``x``'s dtype with the layer's own parameters, or ``torch.bfloat16`` to cast ``x``
+    and use cached bfloat16 copies of the weight and bias (output bfloat16). See :func:`linear_gelu`.
     """
-    w = linear.weight
+    w, b = linear.weight, linear.bias
+    if dtype is not None:
+        x, w, b = x.to(dtype), low_precision(linear, "weight", dtype), low_precision(linear, "bias", dtype)
+    return linear_gelu(x, w, b, gelu)
+
+
+def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], gelu: bool = False
+                ) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` (weight ``(out, in)``), then the exact GELU if ``gelu``.
+
+    On CPU in float32 or bfloat16 with oneDNN and no autograd, one oneDNN call with bias and GELU fused (and no copy
+    of the bias into the output, as ``addmm`` does); otherwise (CUDA, autograd, under ``torch.compile``, which does
+    its own fusion) ``F.linear`` (+ ``F.gelu``).
+    """
     if (
-        x.device.type == "cpu" and x.dtype == torch.float32 and w.dtype == torch.float32
+        x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16) and weight.dtype == x.dtype
         and torch.backends.mkldnn.is_available() and not torch.compiler.is_compiling()
-        and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))
+        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
     ):
-        return torch.ops.mkldnn._linear_pointwise(x, w, linear.bias, "gelu" if gelu else "none", [],
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu" if gelu else "none", [],
                                                   "none" if gelu else "")
-    y = F.linear(x, w, linear.bias)
+    y = F.linear(x, weight, bias)
     return F.gelu(y) if gelu else y
+
+
+def _compute_dtype(module: nn.Module) -> Optional[torch.dtype]:
+    """The reduced precision a converted block computes in (None: its parameters' own, float32)."""
+    return module.__dict__.get("_vos_dtype")
 
 
 class _Fast:
@@ -181,35 +243,37 @@ class _FastAttention(_Fast):
 
     ``forward(x (B, H, W, C)) -> (B, H, W, C)``; B is the batch of images (global blocks) or of windows (windowed
     blocks: the stock ``Block`` partitions the grid into ``window_size``² windows before calling its attention).
+    In bfloat16 mode the output is bfloat16 (the ``Block``'s residual add promotes it back to float32).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, c = x.shape
+        dtype = _compute_dtype(self)
         # (B, H·W, 3, heads, hd) -> 3 × (B, heads, H·W, hd) views
-        q, k, v = fused_linear(x, self.qkv).view(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        qkv = fused_linear(x, self.qkv, dtype=dtype)
+        q, k, v = qkv.view(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
         rel = decomposed_rel_pos_terms(q, self.rel_pos_h, self.rel_pos_w, (h, w)) if self.use_rel_pos else None
         out = rel_pos_attention(q, k, v, self.scale, rel)  # (B, H·W, heads, hd)
-        return fused_linear(out.reshape(b, h, w, c), self.proj)
+        return fused_linear(out.reshape(b, h, w, c), self.proj, dtype=dtype)
 
 
 class _FastMLPBlock(_Fast):
     """``lin2(act(lin1(x)))`` over the last dimension, with ``lin1`` + GELU fused when ``act`` is the exact GELU."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = _compute_dtype(self)
         if type(self.act) is nn.GELU and self.act.approximate == "none":
-            return fused_linear(fused_linear(x, self.lin1, gelu=True), self.lin2)
-        return fused_linear(self.act(fused_linear(x, self.lin1)), self.lin2)
+            return fused_linear(fused_linear(x, self.lin1, gelu=True, dtype=dtype), self.lin2, dtype=dtype)
+        return fused_linear(self.act(fused_linear(x, self.lin1, dtype=dtype)), self.lin2, dtype=dtype)
 
 
 class _FastEncoder(_Fast):
-    """The stock encoder's forward, under CUDA autocast when a ``dtype`` was asked for (outputs cast to float32)."""
+    """The stock encoder's forward; in bfloat16 mode its outputs are cast to float32."""
 
     def forward(self, x: torch.Tensor):
-        dtype = self.__dict__.get("_vos_autocast_dtype")
-        if dtype is None or x.device.type != "cuda":
-            return super().forward(x)
-        with torch.autocast("cuda", dtype=dtype):
-            out = super().forward(x)
+        out = super().forward(x)
+        if _compute_dtype(self) is None:
+            return out
         if isinstance(out, tuple):  # HQ-SAM: (embeddings, interm_embeddings list)
             return out[0].float(), [t.float() for t in out[1]]
         return out.float()
@@ -235,6 +299,11 @@ def _image_encoder(model: nn.Module) -> nn.Module:
     return getattr(model, "image_encoder", model)
 
 
+def encoder_precision(model: nn.Module) -> str:
+    """``"bf16"`` if :func:`use_fast_encoder` set the image encoder of ``model`` to bfloat16, else ``"fp32"``."""
+    return "bf16" if _compute_dtype(_image_encoder(model)) is not None else "fp32"
+
+
 def encoder_kind(model: nn.Module) -> str:
     """``"fast"`` if :func:`use_fast_encoder` converted the image encoder of ``model`` (a Sam or an encoder),
     else ``"stock"``."""
@@ -242,7 +311,7 @@ def encoder_kind(model: nn.Module) -> str:
 
 
 def use_stock_encoder(model: nn.Module) -> nn.Module:
-    """Undo :func:`use_fast_encoder` in place (classes, autocast and compilation); returns ``model``.
+    """Undo :func:`use_fast_encoder` in place (classes, precision and compilation); returns ``model``.
 
     ``model`` is a ``Sam`` of either package or an image encoder; a stock encoder is left as it is.
     """
@@ -250,14 +319,15 @@ def use_stock_encoder(model: nn.Module) -> nn.Module:
     for m in enc.modules():
         if isinstance(m, _Fast):
             m.__class__ = type(m).__bases__[1]
-    enc.__dict__.pop("_vos_autocast_dtype", None)
+        m.__dict__.pop("_vos_dtype", None)
+        m.__dict__.pop("_vos_low_precision", None)
     if getattr(enc, "_compiled_call_impl", None) is not None:
         enc._compiled_call_impl = None
     return model
 
 
 def use_fast_encoder(
-    model: nn.Module, *, compile: Union[bool, Dict[str, Any]] = False, dtype: Optional[torch.dtype] = None
+    model: nn.Module, *, compile: Union[bool, Dict[str, Any]] = False, precision: str = "fp32"
 ) -> nn.Module:
     """Convert the image encoder of ``model`` in place to the exact fast implementation; returns ``model``.
 
@@ -268,13 +338,14 @@ def use_fast_encoder(
         compile: also compile the encoder with ``torch.compile``: True for its defaults (the first call then
             takes minutes on CPU and needs a C++ compiler), or a dict of its keyword arguments
             (e.g. ``{"mode": "max-autotune"}``). Compiling keeps the ``state_dict`` keys.
-        dtype: None (default) for float32, or ``torch.bfloat16`` / ``torch.float16`` to autocast the encoder when
-            its input is on CUDA (CPU inputs stay exact float32). Outputs are float32 either way.
+        precision: ``"fp32"`` (default, exact) or ``"bf16"`` (see the module docstring; whether the device has
+            fast bfloat16 is checked by :func:`vos.models.precision.check_precision`, not here). Outputs are
+            float32 either way. MobileSAM's encoder stays float32.
     Raises:
-        InputError: ``dtype`` is not one of those, or ``model`` has no SAM ViT image encoder.
+        InputError: ``precision`` is not one of those, or ``model`` has no SAM ViT image encoder.
     """
-    if dtype is not None and dtype not in _AUTOCAST_DTYPES:
-        raise InputError(f"encoder dtype {dtype} is not supported: use None (float32), torch.bfloat16 or torch.float16")
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown encoder precision {precision!r}: use {' or '.join(PRECISIONS)}")
     use_stock_encoder(model)
     enc = _image_encoder(model)
     tiny_vit = sys.modules.get("segment_anything_hq.modeling.tiny_vit_sam")
@@ -293,8 +364,9 @@ def use_fast_encoder(
     if type(projection) is nn.Conv2d and projection.kernel_size == (1, 1) and projection.groups == 1:
         projection.__class__ = _fast_class(nn.Conv2d, _FastNeckProjection)
     enc.__class__ = _fast_class(type(enc), _FastEncoder)
-    if dtype is not None:
-        enc._vos_autocast_dtype = dtype
+    if precision == "bf16":
+        for m in (enc, *(m for m in enc.modules() if isinstance(m, (_FastAttention, _FastMLPBlock)))):
+            m._vos_dtype = torch.bfloat16
     if compile:
         enc.compile(**(compile if isinstance(compile, dict) else {}))
     return model

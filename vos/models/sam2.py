@@ -73,15 +73,20 @@ _BY_NAME = {spec.name: spec for spec in SAM2_MODELS}
 
 
 def load_sam2(name: str, checkpoint: Optional[str] = None, device: Union[str, torch.device, None] = None,
-              random_weights: bool = False, seed: int = 0) -> nn.Module:
+              random_weights: bool = False, seed: int = 0, precision: str = "fp32") -> nn.Module:
     """SAM 2.1 model ``name`` (a ``sam2.sam2_video_predictor.SAM2VideoPredictor``), eval mode, parameters frozen.
 
     ``checkpoint``: a file path; default: the official file in ``vos.models.cache_dir()``, downloaded (sha256-checked)
     on first use. ``random_weights``: the architecture with weights from ``torch.manual_seed(seed)`` instead.
-    ``device``: default ``vos.models.default_device()``.
+    ``device``: default ``vos.models.default_device()``. ``precision``: ``"fp32"`` (the official predictor's
+    numbers) or ``"bf16"`` (:func:`set_backbone_precision`).
     """
     from vos.models import default_device
     from vos.models.checkpoint import load_weights, resolve_checkpoint
+    from vos.models.precision import check_precision
+
+    device = torch.device(device) if device is not None else default_device()
+    check_precision(precision, device)
 
     try:
         spec = _BY_NAME[name]
@@ -92,8 +97,22 @@ def load_sam2(name: str, checkpoint: Optional[str] = None, device: Union[str, to
         model = spec.build()
     if not random_weights:
         load_weights(model, spec, resolve_checkpoint(spec, checkpoint))
+    set_backbone_precision(model, precision)
     model.requires_grad_(False)
-    return model.to(torch.device(device) if device is not None else default_device()).eval()
+    return model.to(device).eval()
+
+
+def set_backbone_precision(model: nn.Module, precision: str) -> None:
+    """Run the image encoder of SAM 2 ``model`` (``forward_image``: Hiera trunk, FPN neck, the decoder's two
+    projections) under ``torch.autocast`` in bfloat16 (``"bf16"``; features cast back to float32) or in float32
+    (``"fp32"``). Memory attention, memory encoder and mask decoder stay float32: on CPU, hiera-tiny's encoder at 1024
+    measured 1.5-1.7x faster in bfloat16, its memory attention 1.03-1.09x (2 threads, Zen 4)."""
+    model.__dict__["_vos_backbone_bf16"] = precision == "bf16"
+
+
+def backbone_precision(model: nn.Module) -> str:
+    """``"bf16"`` or ``"fp32"``: the precision :func:`encode_frame` runs the image encoder of ``model`` in."""
+    return "bf16" if model.__dict__.get("_vos_backbone_bf16") else "fp32"
 
 
 @dataclass
@@ -117,9 +136,15 @@ def encode_frame(model: nn.Module, frame: np.ndarray) -> Sam2Features:
     size = model.image_size
     pixels = np.asarray(Image.fromarray(np.ascontiguousarray(frame)).resize((size, size))) / 255.0
     image = (torch.from_numpy(pixels).permute(2, 0, 1).float() - _MEAN) / _STD
+    image = image.to(model.device)[None]
     with torch.inference_mode():
-        out = model.forward_image(image.to(model.device)[None])
-    return Sam2Features(list(out["backbone_fpn"]), list(out["vision_pos_enc"]), tuple(frame.shape[:2]))
+        if backbone_precision(model) == "fp32":
+            out = model.forward_image(image)
+        else:
+            with torch.autocast(image.device.type, dtype=torch.bfloat16):
+                out = model.forward_image(image)
+    return Sam2Features([x.float() for x in out["backbone_fpn"]], [x.float() for x in out["vision_pos_enc"]],
+                        tuple(frame.shape[:2]))
 
 
 def vision_inputs(model: nn.Module, feats: Sam2Features, batch: int):

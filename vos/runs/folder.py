@@ -19,11 +19,15 @@ from typing import Any, Dict, List, Optional
 
 from vos.errors import OutputError
 from vos.io.atomic import atomic_write, create_temp
+from vos.machine import cpu_info
 
 RUN_FILE = "vos_run.json"
 #: Settings recorded but not compared: a newer vos may resume an older run; a checkpoint is compared by its hash
-#: (``weights``), not by the path it was given by.
-UNCOMPARED = ("vos_version", "checkpoint")
+#: (``weights``), not by the path it was given by; ``machine`` is the CPU (model, instruction sets) of the latest
+#: process that wrote the run.
+UNCOMPARED = ("vos_version", "checkpoint", "machine")
+#: Settings that runs of older vos versions did not record, and the value they ran with.
+RECORDED_SINCE = {"precision": "fp32"}
 
 
 def check_writable(path: Path, what: str) -> None:
@@ -54,6 +58,7 @@ def check_output_file(path: Path, what: str) -> None:
 def settings_changes(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
     """``["name: old → new", …]`` for every compared setting that differs."""
     keys = [k for k in dict.fromkeys([*old, *new]) if k not in UNCOMPARED]
+    old = {**{k: v for k, v in RECORDED_SINCE.items() if k in new}, **old}
     return [f"{k}: {json.dumps(old.get(k))} → {json.dumps(new.get(k))}" for k in keys if old.get(k) != new.get(k)]
 
 
@@ -130,8 +135,8 @@ class RunFolder:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise OutputError(f"{path}: cannot prepare the output folder ({err})") from None
-        atomic_write(self.settings_path, lambda f: f.write(json.dumps(_as_json({"kind": self.kind, **settings}),
-                                                                      indent=1) + "\n"), binary=False)
+        record = _as_json({"kind": self.kind, **settings, "machine": cpu_info().to_dict()})
+        atomic_write(self.settings_path, lambda f: f.write(json.dumps(record, indent=1) + "\n"), binary=False)
 
     def commit(self) -> None:
         """The new run has produced its first output: the run it replaces is deleted."""

@@ -16,32 +16,35 @@ class ModelOptions:
     """A model by registry name (``vos.models.MODELS``). ``checkpoint``: a file (default: the official file in the
     cache, downloaded and verified on first use); ``device``: ``cuda`` / ``mps`` / ``cpu`` (default: the best
     available); ``encoder``: ``"fast"`` or ``"stock"`` SAM ViT image encoder (same outputs); ``random_weights``:
-    seeded random weights instead of a checkpoint (benchmarks, smoke runs: the masks are meaningless)."""
+    seeded random weights instead of a checkpoint (benchmarks, smoke runs: the masks are meaningless);
+    ``precision``: ``"fp32"`` (exact) or ``"bf16"`` (the image encoder in bfloat16, where the device has fast
+    bfloat16: :mod:`vos.models.precision`)."""
 
     name: str = "vit_h"
     checkpoint: Optional[str] = None
     device: Optional[str] = None
     encoder: str = "fast"
     random_weights: bool = False
+    precision: str = "fp32"
 
     def load(self):
         """Build the model (every check of the name, the checkpoint file, its hash and architecture happens here)."""
         from vos.models import load_model
 
         return load_model(self.name, checkpoint=self.checkpoint, device=self.device, encoder=self.encoder,
-                          random_weights=self.random_weights)
+                          random_weights=self.random_weights, precision=self.precision)
 
     def settings(self) -> Dict[str, Any]:
         """What decides the outputs: the name, the weights (``sha256:<hex>`` of a given checkpoint, so that the same
         file given by another path compares equal; ``official`` for the cached official file; ``random``), the
-        encoder; and, for the record only (not compared), the checkpoint's resolved path."""
+        encoder, the precision; and, for the record only (not compared), the checkpoint's resolved path."""
         from vos.models.checkpoint import file_sha256
 
         weights, path = ("random" if self.random_weights else "official"), None
         if self.checkpoint is not None and not self.random_weights:
             path = Path(self.checkpoint).expanduser().resolve()
             weights = f"sha256:{file_sha256(path)}" if path.is_file() else f"missing file {path}"
-        return {"model": self.name, "weights": weights, "encoder": self.encoder,
+        return {"model": self.name, "weights": weights, "encoder": self.encoder, "precision": self.precision,
                 "checkpoint": None if path is None else str(path)}
 
 
