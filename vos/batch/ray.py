@@ -5,8 +5,8 @@ Each actor loads the model once and tracks one whole video at a time through :fu
 run folder, PNGs and RLE are byte for byte those of the local engine run with as many torch threads; an actor's
 torch intra-op threads are set from the CPUs it reserves, so actors never oversubscribe the cores. (The image
 encoder gives the same bits at any thread count; a few later CPU kernels round differently with another one, which
-can move a mask pixel where a logit is within rounding of 0: measured with vit_b random weights at 1 vs 2 threads;
-the tiny test model gives identical bytes.) A complete run folder is
+can move a mask pixel where a logit is within rounding of 0: seen with vit_b random weights and with the tiny test
+model at 1 vs 2 threads.) A complete run folder is
 skipped (no cluster is started when every folder is complete), a partial one resumes, a video that fails is
 recorded and the others go on. An actor that dies mid-video (``ray.kill``, the OOM killer, a lost node) is replaced
 and its video resumed by the new actor, up to ``attempts`` times per video; then the video is recorded failed with
