@@ -173,3 +173,12 @@ def test_run_settings_record_the_precision_and_the_machine(tmp_path):
     fast = [a if a != "stock" else "fast" for a in args]
     one_error_line(run_tool("track", *fast, "--precision", "bf16", "--resume"),
                    "cannot resume", 'precision: "fp32" → "bf16"')
+
+
+def test_app_refuses_bf16_before_serving(tmp_path, cpu_without_bf16):
+    """``vos app --precision bf16`` on such a CPU: one error line, exit 2, nothing served or written."""
+    out = tmp_path / "app-runs"
+    one_error_line(run_tool("app", "--out", out, "--model", "tiny", "--checkpoint", WEIGHTS, "--device", "cpu",
+                            "--precision", "bf16", "--port", "7999"),
+                   "--precision bf16", "AMD EPYC 7B13", "use --precision fp32")
+    assert not out.exists()
