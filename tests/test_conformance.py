@@ -14,7 +14,7 @@ import torch
 
 from conformance import (CURVE_RTOL, LOGIT_ATOL, SCORE_ATOL, SIM_ATOL, WEIGHT_ATOL, Stages, fixture_cases,
                          load_fixture_sam, read_mask, read_png)
-from vos.models.backend import sam_backend
+from vos.models.sam_backend import sam_backend
 from vos.persam import PerSAM, PerSAMF, encode_image
 from vos.persam.video import VideoConfig, fit_object_weights, object_target, video_step
 from vos.persam import prior

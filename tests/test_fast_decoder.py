@@ -1,4 +1,4 @@
-"""The mask decoder path of :mod:`vos.models.backend`: ``vos.models.fast_decoder.predict_masks`` computes
+"""The mask decoder path of :mod:`vos.models.sam_backend`: ``vos.models.fast_decoder.predict_masks`` computes
 segment_anything's ``MaskDecoder`` up to float32 rounding (the stock decoder is the oracle), and the post-processing
 is ``Sam.postprocess_masks`` to the bit."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from vos.models import load_sam
-from vos.models.backend import ImageEmbedding, dense_pe, sam_backend
+from vos.models.sam_backend import ImageEmbedding, dense_pe, sam_backend
 
 #: float32 rounding of a different summation order on ~1e0 logits (measured ~3e-7 on ViT-B widths).
 ATOL = 1e-5

@@ -14,7 +14,7 @@ import torch.nn as nn
 from conformance import IN_REPO, read_png
 from vos.errors import CheckpointError
 from vos.models import MODELS, default_device, load_sam
-from vos.models.backend import HqSamBackend, dense_pe, sam_backend
+from vos.models.sam_backend import HqSamBackend, dense_pe, sam_backend
 from vos.models.checkpoint import resolve_checkpoint
 from vos.persam import PerSAM, PerSAMF
 

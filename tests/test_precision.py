@@ -81,7 +81,7 @@ def test_bf16_embeddings_are_close_and_really_bfloat16(monkeypatch, chunked):
     fp32 = load_sam("tiny", checkpoint=str(WEIGHTS), device="cpu")
     bf16 = load_sam("tiny", checkpoint=str(WEIGHTS), device="cpu", precision="bf16")
     frame = next(iter(read_video(KITE)))
-    from vos.models.backend import sam_backend
+    from vos.models.sam_backend import sam_backend
 
     ref, out = sam_backend(fp32).encode(frame).features, sam_backend(bf16).encode(frame).features
     assert out.dtype == torch.float32 and encoder_precision(bf16) == "bf16"
@@ -133,13 +133,13 @@ def test_bf16_tracking_keeps_every_confident_pixel():
 
 @pytest.mark.skipif(MISSING is not None, reason="checked by test_bf16_is_refused_here instead")
 def test_sam2_bf16_image_encoder_is_close_to_float32():
-    from vos.models.sam2 import backbone_precision, encode_frame
+    from vos.models.backend import backend_for
 
     frame = next(iter(read_video(KITE)))
-    fp32 = load_model("sam2.1_hiera_tiny_256", random_weights=True, device="cpu")
-    bf16 = load_model("sam2.1_hiera_tiny_256", random_weights=True, device="cpu", precision="bf16")
-    assert (backbone_precision(fp32), backbone_precision(bf16)) == ("fp32", "bf16")
-    ref, out = encode_frame(fp32, frame), encode_frame(bf16, frame)
+    fp32 = backend_for(load_model("sam2.1_hiera_tiny_256", random_weights=True, device="cpu"))
+    bf16 = backend_for(load_model("sam2.1_hiera_tiny_256", random_weights=True, device="cpu", precision="bf16"))
+    assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
+    ref, out = fp32.encode(frame), bf16.encode(frame)
     for a, b in zip(ref.backbone_fpn + ref.vision_pos_enc, out.backbone_fpn + out.vision_pos_enc):
         assert b.dtype == torch.float32
         assert rel_error(b, a) <= 3e-2

@@ -1,4 +1,5 @@
-"""The SAM 2.1 engine (:mod:`vos.trackers.sam2`) against the official ``SAM2VideoPredictor`` as the oracle.
+"""SAM 2.1 tracking (``vos.Tracker`` on a SAM 2 model: :mod:`vos.trackers.sam2` through
+:mod:`vos.models.sam2_backend`) against the official ``SAM2VideoPredictor`` as the oracle.
 
 Real DAVIS frames (``tests/data/sam2``: kite-surf, 3 objects, 24 frames > the 16-pointer cap); hiera-tiny at
 ``image_size`` 256 with seeded random weights (no checkpoint is reachable here; 256 keeps 16×16 memory tokens and
@@ -28,10 +29,13 @@ pytestmark = pytest.mark.filterwarnings("ignore:(?s).*Skipping the post-processi
 from PIL import Image  # noqa: E402
 from sam2.build_sam import build_sam2_video_predictor  # noqa: E402
 
+from vos import Tracker  # noqa: E402
 from vos.errors import CheckpointError, InputError, MaskError  # noqa: E402
-from vos.models.sam2 import SAM2_MODELS, Sam2Features, is_sam2, load_sam2, prompt_logits  # noqa: E402
-from vos.trackers.result import ObjectOutput  # noqa: E402
-from vos.trackers.sam2 import Sam2Engine, compose_label_map  # noqa: E402
+from vos.models.backend import backend_for, model_family  # noqa: E402
+from vos.models.sam2 import SAM2_MODELS, load_sam2  # noqa: E402
+from vos.models.sam2_backend import Sam2Backend  # noqa: E402
+from vos.trackers.result import FrameResult, ObjectOutput  # noqa: E402
+from vos.trackers.sam2 import compose_label_map  # noqa: E402
 
 DATA = Path(__file__).parent / "data" / "sam2"
 FRAMES = DATA / "JPEGImages" / "480p" / "kite-surf"
@@ -39,7 +43,7 @@ LABELS = DATA / "Annotations" / "480p" / "kite-surf"
 N = 24
 ADD_AT = 4        # object 3 joins here (the oracle for it: the official predictor on frames 4..23)
 REMOVE_AT = 12    # object 1 leaves before this frame is tracked
-SAVE_AFTER = 17   # state round trip: stop after this frame, continue in a fresh engine
+SAVE_AFTER = 17   # state round trip: stop after this frame, continue in a fresh tracker
 TOL = 1e-3
 
 Oracle = List[Dict[int, Tuple[torch.Tensor, float]]]   # per frame: {id: (video-res logits H×W, object score)}
@@ -80,10 +84,15 @@ def _score(outputs: dict, index: int) -> float:
     return float(out["object_score_logits"])
 
 
-def _diff(got: ObjectOutput, want: Tuple[torch.Tensor, float]) -> float:
-    assert got.logits.dtype == torch.float32 and got.logits.shape == want[0].shape
-    assert (got.presence > 0) == (want[1] > 0)
-    return float((got.logits - want[0]).abs().max())
+def _diff(got: FrameResult, obj_id: int, want: Tuple[torch.Tensor, float]) -> float:
+    logits = got.logits[obj_id]
+    assert logits.dtype == np.float32 and logits.shape == want[0].shape
+    assert (got.presence[obj_id] > 0) == (want[1] > 0)
+    return float(np.abs(logits - want[0].numpy()).max())
+
+
+def _only(labels: np.ndarray, ids) -> np.ndarray:
+    return np.where(np.isin(labels, ids), labels, 0).astype(np.uint8)
 
 
 @pytest.fixture(scope="module")
@@ -92,10 +101,9 @@ def model():
 
 
 @pytest.fixture(scope="module")
-def features(model) -> List[Sam2Features]:
-    """Every frame through :meth:`Sam2Engine.encode` once (PIL-decoded, as the official loader decodes them)."""
-    engine = Sam2Engine(model)
-    return [engine.encode(np.array(Image.open(FRAMES / f"{i:05d}.jpg").convert("RGB"))) for i in range(N)]
+def frames() -> List[np.ndarray]:
+    """Every frame, PIL-decoded as the official loader decodes them."""
+    return [np.array(Image.open(FRAMES / f"{i:05d}.jpg").convert("RGB")) for i in range(N)]
 
 
 @pytest.fixture(scope="module")
@@ -105,38 +113,38 @@ def oracle(model) -> Oracle:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(model, features):
-    """Case 1 run of the engine, with its state saved (``torch.save``) after frame SAVE_AFTER."""
-    labels = _labels(0)
-    engine = Sam2Engine(model)
-    frames, saved = [engine.add(features[0], 0, {k: labels == k for k in (1, 2, 3)})], None
+def uninterrupted(model, frames):
+    """Case 1 run of the tracker, with its state saved (``torch.save``) after frame SAVE_AFTER."""
+    tracker = Tracker(model)
+    results, saved = [tracker.add_objects(frames[0], _only(_labels(0), (1, 2, 3)))], None
     for index in range(1, N):
-        frames.append(engine.step(features[index], index))
+        results.append(tracker.step(frames[index]))
         if index == SAVE_AFTER:
             saved = io.BytesIO()
-            torch.save(engine.state_dict(), saved)
-    return frames, saved.getvalue()
+            torch.save(tracker.state_dict(), saved)
+    return results, saved.getvalue()
 
 
 @pytest.fixture(scope="module")
-def joined_and_left(model, features, tmp_path_factory):
+def joined_and_left(model, frames, tmp_path_factory):
     """Objects 1, 2 from frame 0; object 3 added on ADD_AT; object 1 removed before REMOVE_AT. Also the oracle for
-    object 3: the official predictor on a JPEG folder of frames ADD_AT..N-1 with its mask on the first one."""
+    object 3: the official predictor on a JPEG folder of frames ADD_AT..N-1 with its mask on the first one. Per
+    frame: ``{id: (logits, presence)}``."""
     folder = tmp_path_factory.mktemp("from_add")
     for i in range(ADD_AT, N):
         shutil.copy(FRAMES / f"{i:05d}.jpg", folder / f"{i - ADD_AT:05d}.jpg")
     late = _official(model, folder, {3: _labels(ADD_AT) == 3})
-    first = _labels(0)
-    engine = Sam2Engine(model)
-    frames = [engine.add(features[0], 0, {1: first == 1, 2: first == 2})]
+    tracker = Tracker(model)
+    results = [tracker.add_objects(frames[0], _only(_labels(0), (1, 2)))]
     for index in range(1, N):
         if index == REMOVE_AT:
-            engine.remove(1)
-        out = engine.step(features[index], index)
+            tracker.remove_object(1)
+        results.append(tracker.step(frames[index]))
         if index == ADD_AT:
-            out.update(engine.add(features[index], index, {3: _labels(ADD_AT) == 3}))
-        frames.append(out)
-    return frames, late, engine.ids
+            added = tracker.add_objects(frames[index], _only(_labels(ADD_AT), (3,)))
+            for field in ("logits", "presence", "scores"):
+                getattr(results[-1], field).update(getattr(added, field))
+    return results, late, tracker.object_ids
 
 
 def test_the_oracle_tracks_present_objects_with_varied_memory_dependent_logits(oracle):
@@ -151,19 +159,19 @@ def test_the_oracle_tracks_present_objects_with_varied_memory_dependent_logits(o
 
 def test_every_object_from_frame_0_gives_the_official_logits(uninterrupted, oracle):
     frames, _ = uninterrupted
-    assert len(frames) == N and all(sorted(f) == [1, 2, 3] for f in frames)
-    worst = max(_diff(frames[t][k], oracle[t][k]) for t in range(N) for k in (1, 2, 3))
+    assert len(frames) == N and all(sorted(f.logits) == [1, 2, 3] for f in frames)
+    worst = max(_diff(frames[t], k, oracle[t][k]) for t in range(N) for k in (1, 2, 3))
     print(f"case 1 (3 objects from frame 0, {N} frames): largest |logit difference| {worst:.3g}")
     assert worst <= TOL
-    assert all(frames[0][k].score == 1.0 and frames[0][k].presence == 10.0 for k in (1, 2, 3))
-    assert all(0.0 <= f[k].score <= 1.0 for f in frames[1:] for k in (1, 2, 3))
+    assert all(frames[0].scores[k] == 1.0 and frames[0].presence[k] == 10.0 for k in (1, 2, 3))
+    assert all(0.0 <= f.scores[k] <= 1.0 for f in frames[1:] for k in (1, 2, 3))
 
 
 def test_an_object_added_later_gives_the_official_logits_of_a_video_starting_there(joined_and_left, oracle):
     frames, late, _ = joined_and_left
-    assert all(3 not in f for f in frames[:ADD_AT]) and all(3 in f for f in frames[ADD_AT:])
-    added = max(_diff(frames[t][3], late[t - ADD_AT][3]) for t in range(ADD_AT, N))
-    others = max(_diff(frames[t][k], oracle[t][k]) for t in range(N) for k in (1, 2) if k in frames[t])
+    assert all(3 not in f.logits for f in frames[:ADD_AT]) and all(3 in f.logits for f in frames[ADD_AT:])
+    added = max(_diff(frames[t], 3, late[t - ADD_AT][3]) for t in range(ADD_AT, N))
+    others = max(_diff(frames[t], k, oracle[t][k]) for t in range(N) for k in (1, 2) if k in frames[t].logits)
     print(f"case 2 (object 3 added on frame {ADD_AT}): largest |logit difference| {added:.3g}, "
           f"other objects vs case 1 {others:.3g}")
     assert added <= TOL and others <= TOL
@@ -172,8 +180,8 @@ def test_an_object_added_later_gives_the_official_logits_of_a_video_starting_the
 def test_removing_an_object_leaves_the_others_unchanged(joined_and_left, oracle):
     frames, _, ids = joined_and_left
     assert ids == [2, 3]
-    assert all(1 in f for f in frames[:REMOVE_AT]) and all(1 not in f for f in frames[REMOVE_AT:])
-    kept = max(_diff(frames[t][2], oracle[t][2]) for t in range(N))
+    assert all(1 in f.logits for f in frames[:REMOVE_AT]) and all(1 not in f.logits for f in frames[REMOVE_AT:])
+    kept = max(_diff(frames[t], 2, oracle[t][2]) for t in range(N))
     print(f"case 3 (object 1 removed before frame {REMOVE_AT}): largest |logit difference| of object 2 {kept:.3g}")
     assert kept <= TOL
 
@@ -186,42 +194,44 @@ def _state_size(state) -> Tuple[int, int]:
     return sum(s[0] for s in sizes), sum(s[1] for s in sizes)
 
 
-def test_the_state_stays_the_same_size_over_a_long_stream(model, features):
+@pytest.mark.parametrize("batch_objects", [False, True])
+def test_the_state_stays_the_same_size_over_a_long_stream(model, frames, batch_objects):
     stream = [*range(N), *range(N - 2, 0, -1), *range(N)]          # ping-pong: 70 frames
     labels = _labels(0)
-    engine = Sam2Engine(model, batch_objects=True)
-    engine.add(features[0], 0, {1: labels == 1, 2: labels == 2})
+    tracker = Tracker(model, batch_objects=batch_objects)
+    tracker.add_objects(frames[0], _only(labels, (1, 2)))
     sizes = []
     for index, frame in enumerate(stream[1:], start=1):
-        engine.step(features[frame], index)
+        tracker.step(frames[frame])
         if index == 3:
-            engine.add(features[frame], index, {3: _labels(frame) == 3})
-        sizes.append(_state_size(engine.state_dict()))
+            tracker.add_objects(frames[frame], _only(_labels(frame), (3,)))
+        sizes.append(_state_size(tracker.state_dict()))
     assert len(stream) >= 60
     # the window is full once 15 tracked frames of the last-added object are in it
     assert len(set(sizes[3 + 15:])) == 1 and sizes[3 + 15] > sizes[3]
     count, total = sizes[-1]
-    # 2 groups × (conditioning entry: pointer + memory; 15 pointers; 6 of them with a memory)
-    assert count == 2 * (2 + 15 + 6)
+    # 3 objects × (conditioning entry: pointer + memory; 15 pointers; 6 of them with a memory)
+    assert count == 3 * (2 + 15 + 6)
     assert total < 2 * 1024 ** 2
 
 
-def test_a_saved_state_continues_exactly(model, features, uninterrupted):
-    frames, saved = uninterrupted
+def test_a_saved_state_continues_exactly(model, frames, uninterrupted):
+    results, saved = uninterrupted
     state = torch.load(io.BytesIO(saved), weights_only=True)
-    engine = Sam2Engine(model)
-    engine.load_state_dict(state)
-    assert engine.ids == [1, 2, 3]
+    tracker = Tracker(model)
+    tracker.load_state_dict(state, results[SAVE_AFTER].label_map)
+    assert tracker.object_ids == [1, 2, 3]
     worst = 0.0
     for index in range(SAVE_AFTER + 1, N):
-        out = engine.step(features[index], index)
-        worst = max(worst, *(float((out[k].logits - frames[index][k].logits).abs().max()) for k in (1, 2, 3)))
-        assert all(out[k].score == frames[index][k].score for k in (1, 2, 3))
+        out = tracker.step(frames[index])
+        assert out.index == index
+        worst = max(worst, *(float(np.abs(out.logits[k] - results[index].logits[k]).max()) for k in (1, 2, 3)))
+        assert all(out.scores[k] == results[index].scores[k] for k in (1, 2, 3))
     print(f"case 5 (state saved after frame {SAVE_AFTER}): largest |logit difference| {worst:.3g}")
     assert worst <= 1e-6
 
 
-def test_a_short_video_needs_its_length(model, features, tmp_path):
+def test_a_short_video_needs_its_length(model, frames, tmp_path):
     """Fewer than 16 frames: the official pointer cap is the video length, so pass ``num_frames``."""
     length = 8
     folder = tmp_path / "short"
@@ -232,35 +242,36 @@ def test_a_short_video_needs_its_length(model, features, tmp_path):
     want = _official(model, folder, {3: labels == 3})
     diffs = {}
     for hint in (length, None):
-        engine = Sam2Engine(model, num_frames=hint)
-        got = [engine.add(features[0], 0, {3: labels == 3})]
-        got += [engine.step(features[i], i) for i in range(1, length)]
-        diffs[hint] = max(_diff(got[t][3], want[t][3]) for t in range(length))
+        tracker = Tracker(model, num_frames=hint)
+        got = [tracker.add_objects(frames[0], _only(labels, (3,)))]
+        got += [tracker.step(frames[i]) for i in range(1, length)]
+        diffs[hint] = max(_diff(got[t], 3, want[t][3]) for t in range(length))
     assert diffs[length] <= TOL < diffs[None]
+    tracker = Tracker(model, num_frames=length)
+    tracker.add_objects(frames[0], _only(labels, (3,)))
+    for i in range(1, length):
+        tracker.step(frames[i])
     with pytest.raises(InputError, match="past the stream length"):
-        engine = Sam2Engine(model, num_frames=length)
-        engine.add(features[0], 0, {3: labels == 3})
-        engine.step(features[length], length)
+        tracker.step(frames[length])
 
 
-def test_batched_objects_follow_the_official_logits_on_the_first_tracked_frame(model, features, oracle):
+def test_batched_objects_follow_the_official_logits_on_the_first_tracked_frame(model, frames, oracle):
     """Batching is not bit-exact (see Sam2Engine): compare where the chaotic test model has not amplified it."""
-    labels = _labels(0)
-    masks = {k: labels == k for k in (1, 2, 3)}
-    engine = Sam2Engine(model, batch_objects=True)
-    first = engine.add(features[0], 0, masks)
-    second = engine.step(features[1], 1)
-    assert max(_diff(f[k], oracle[t][k]) for t, f in enumerate((first, second)) for k in (1, 2, 3)) <= TOL
-    pruned = Sam2Engine(model, batch_objects=True)
-    pruned.add(features[0], 0, masks)
-    pruned.remove(2)
-    second = pruned.step(features[1], 1)
-    assert sorted(second) == [1, 3] and max(_diff(second[k], oracle[1][k]) for k in (1, 3)) <= TOL
+    first_labels = _only(_labels(0), (1, 2, 3))
+    tracker = Tracker(model, batch_objects=True)
+    first = tracker.add_objects(frames[0], first_labels)
+    second = tracker.step(frames[1])
+    assert max(_diff(f, k, oracle[t][k]) for t, f in enumerate((first, second)) for k in (1, 2, 3)) <= TOL
+    pruned = Tracker(model, batch_objects=True)
+    pruned.add_objects(frames[0], first_labels)
+    pruned.remove_object(2)
+    second = pruned.step(frames[1])
+    assert sorted(second.logits) == [1, 3] and max(_diff(second, k, oracle[1][k]) for k in (1, 3)) <= TOL
 
 
 def test_clicks_and_boxes_give_the_official_first_frame_logits(model, tmp_path):
-    """``prompt_logits`` against ``add_new_points_or_box`` on a frame not tracked before (one click: multimask
-    choice; a box and a click; two clicks)."""
+    """The backend's ``prompt_logits`` against ``add_new_points_or_box`` on a frame not tracked before (one click:
+    multimask choice; a box and a click; two clicks)."""
     from types import SimpleNamespace
 
     folder = tmp_path / "one"
@@ -276,40 +287,39 @@ def test_clicks_and_boxes_give_the_official_first_frame_logits(model, tmp_path):
         labels = [label for _, _, label in p.points]
         _, _, video = model.add_new_points_or_box(state, 0, obj_id, points=points, labels=labels, box=p.box)
         want.append(video[obj_id - 1, 0].clone())
-    got = prompt_logits(model, np.array(Image.open(FRAMES / "00000.jpg").convert("RGB")), prompts)
+    backend = backend_for(model)
+    got = backend.prompt_logits(backend.encode(np.array(Image.open(FRAMES / "00000.jpg").convert("RGB"))), prompts)
     assert [g.shape for g in got] == [w.shape for w in want] == [(240, 427)] * 3
     assert max(float((g - w).abs().max()) for g, w in zip(got, want)) <= TOL
 
 
-def test_user_errors_name_the_problem(model, features):
+def test_user_errors_name_the_problem(model, frames):
     labels = _labels(0)
-    engine = Sam2Engine(model)
+    tracker = Tracker(model)
     with pytest.raises(InputError, match="RGB uint8"):
-        engine.encode(np.zeros((4, 4), np.uint8))
-    with pytest.raises(MaskError, match="empty"):
-        engine.add(features[0], 0, {1: np.zeros(labels.shape, bool)})
-    with pytest.raises(MaskError, match="bool array"):
-        engine.add(features[0], 0, {1: (labels == 1).astype(np.uint8)})
+        tracker.add_objects(np.zeros((4, 4), np.uint8), labels)
+    with pytest.raises(MaskError, match="no object"):
+        tracker.add_objects(frames[0], np.zeros(labels.shape, np.uint8))
     with pytest.raises(MaskError, match="1..255"):
-        engine.add(features[0], 0, {256: labels == 1})
-    engine.add(features[0], 0, {1: labels == 1})
+        tracker.add_object(frames[0], 256, labels == 1)
+    tracker.add_object(frames[0], 1, labels == 1)
     with pytest.raises(MaskError, match="already tracked"):
-        engine.add(features[0], 0, {1: labels == 1})
-    with pytest.raises(InputError, match="already tracked"):
-        engine.step(features[0], 0)
-    engine.step(features[1], 1)
-    with pytest.raises(InputError, match="in order"):
-        engine.step(features[0], 0)
+        tracker.add_object(frames[0], 1, labels == 1)
+    with pytest.raises(MaskError, match="empty"):
+        tracker.add_object(frames[0], 2, np.zeros(labels.shape, bool))
+    with pytest.raises(MaskError, match="W×H"):
+        tracker.add_object(frames[0], 2, np.ones((4, 4), bool))
+    tracker.step(frames[1])
     with pytest.raises(MaskError, match="not tracked"):
-        engine.remove(7)
+        tracker.remove_object(7)
     with pytest.raises(InputError, match="num_frames"):
-        Sam2Engine(model, num_frames=30).load_state_dict(engine.state_dict())
-    with pytest.raises(InputError, match="SAM2VideoPredictor"):
-        Sam2Engine(torch.nn.Linear(1, 1))
+        Tracker(model, num_frames=30).load_state_dict(tracker.state_dict(), labels)
+    with pytest.raises(InputError, match="expected a model of one of the families"):
+        Tracker(torch.nn.Linear(1, 1))
 
 
 def _output(logits, presence: float = 1.0) -> ObjectOutput:
-    return ObjectOutput(torch.tensor(logits, dtype=torch.float32), 0.5, presence)
+    return ObjectOutput(torch.tensor(logits, dtype=torch.float32), 0.5, presence, absent=presence <= 0)
 
 
 def test_label_map_keeps_the_highest_logit_ties_to_the_lower_id_and_skips_absent_objects():
@@ -338,7 +348,7 @@ def test_sam2_models_are_registered_and_load_with_random_weights(tmp_path):
     assert all(s.family == "sam2" and s.url.endswith("/092824/" + s.filename) for s in official)
     assert load_sam2("sam2.1_hiera_tiny_256", random_weights=True, device="cpu").image_size == 256
     model = load_sam2("sam2.1_hiera_tiny", random_weights=True, device="cpu", seed=3)
-    assert is_sam2(model) and not is_sam2(torch.nn.Linear(1, 1))
+    assert model_family(model) == "sam2" and isinstance(backend_for(model), Sam2Backend)
     assert not model.training and not any(p.requires_grad for p in model.parameters())
     assert model.image_size == 1024 and model.fill_hole_area == 8 and model.binarize_mask_from_pts_for_mem_enc
     path = tmp_path / "weights.pt"
@@ -361,8 +371,6 @@ def test_vos_tracker_on_a_sam2_model_gives_the_official_logits(model, oracle):
     """``vos.Tracker(model)`` on a model from the official builder: the method is sam2, every frame's per-object
     logits (``FrameResult.logits``, video resolution) are the official predictor's, ``presence`` is its object score,
     and an object it scores absent has no pixel in the label map."""
-    from vos import Tracker
-
     labels = _labels(0)
     tracker = Tracker(model)
     assert tracker.method == "sam2"
@@ -379,6 +387,6 @@ def test_vos_tracker_on_a_sam2_model_gives_the_official_logits(model, oracle):
                 assert obj_id not in result.present
     assert worst <= TOL
     with pytest.raises(InputError, match="apply to the PerSAM methods"):
-        Tracker(model, absence_threshold=0.5)
+        Tracker(model, refind_lost=True)
     with pytest.raises(InputError, match="method 'persam' runs on SAM-family models"):
         Tracker(model, method="persam")

@@ -71,7 +71,7 @@ def test_add_and_remove_objects_mid_video(tiny_sam, kite):
     r1 = tracker.step(frames[1])
     assert list(r1.scores) == [1]
     tracker.add_object(frames[1], 9, first == 2)          # same frame: its embedding is reused, not recomputed
-    assert tracker.engine.objects[9].added_at == 1
+    assert tracker.objects[9].engine.added_at == 1
     r2 = tracker.step(frames[2])
     assert sorted(r2.scores) == [1, 9] and not np.isnan(r2.scores[9])
     tracker.remove_object(1)
@@ -121,7 +121,7 @@ def test_lost_object_stays_lost_unless_refind(tiny_sam, kite):
     for refind in (False, True):
         tracker = Tracker(tiny_sam, method="persam_f", refind_lost=refind, fit_iterations=20)
         tracker.add_objects(frames[0], first)
-        tracker.engine.objects[2].box = None                      # as if object 2 had vanished in frame 0
+        tracker.objects[2].engine.box = None                      # as if object 2 had vanished in frame 0
         result = tracker.step(frames[1])
         assert np.isnan(result.scores[2]) != refind
         assert all(np.isfinite(v) for k, v in result.scores.items() if k != 2)
@@ -205,11 +205,11 @@ def test_a_refound_object_is_back_in_the_label_map(tiny_sam, kite):
     frames, first = kite
     tracker = Tracker(tiny_sam, method="persam", refind_lost=True)
     tracker.add_objects(frames[0], first)
-    tracker.engine.objects[1].box = None                   # as if object 1 had vanished in frame 0
+    tracker.objects[1].engine.box = None                   # as if object 1 had vanished in frame 0
     result = tracker.step(frames[1])
     assert np.isfinite(result.scores[1]) and (result.logits[1] > 0).any()
     assert 1 in result.present
-    assert tracker.engine.objects[1].box is not None
+    assert tracker.objects[1].engine.box is not None
 
 
 def test_mp4_and_frame_folder_give_identical_label_maps(tmp_path):
@@ -277,7 +277,7 @@ def test_resume_after_a_kill_gives_identical_outputs(tmp_path, method):
     assert run["weights"].startswith("sha256:") and run["checkpoint"].endswith("tiny_sam_public.pt")
     if method == "persam_f":
         state = torch.load(tmp_path / "killed" / "vos_state.pt", weights_only=True)
-        assert all(o["weights"] is not None for o in state["engine"]["objects"])
+        assert all(o["engine"]["weights"] is not None for o in state["objects"].values())
 
 
 def test_cli_bad_input_is_one_clear_line(tmp_path):

@@ -8,7 +8,7 @@ each K in ``--objects`` (1 and 3). Frames are decoded with PIL, as the official 
 
 Speed: one process, one model; per K, both systems step through the frames in turn, the order swapped every frame
 (official: ``next(propagate_in_video(...))``, i.e. the frame's image encoder, every object's tracking step and the
-video-resolution output; vos: ``Sam2Engine.encode`` + ``step`` on the frame decoded beforehand). Reported per system:
+video-resolution output; vos: ``Tracker.step`` (encoder + tracking) on the frame decoded beforehand). Reported per system:
 median wall time (``time.perf_counter``) and median CPU time (``time.process_time``, all threads) per tracked frame
 (frames 1..N-1, N-1 runs), the mask frame 0 separately, the official ``init_state`` (decodes and normalises the whole
 video up front) separately, and the max |logit difference| of vos's outputs from the official ones.
@@ -142,15 +142,23 @@ def official_stepper(model, folder: str, masks: Dict[int, np.ndarray], timings: 
 
 
 def vos_stepper(model, frames: List[np.ndarray], masks: Dict[int, np.ndarray], batched: bool) -> Callable[[int], dict]:
-    from vos.trackers.sam2 import Sam2Engine
+    from vos.trackers import Tracker
 
-    engine = Sam2Engine(model, num_frames=len(frames), batch_objects=batched)
+    tracker = Tracker(model, num_frames=len(frames), batch_objects=batched)
+    first = label_map_of(masks)
 
     def step(index: int) -> dict:
-        feats = engine.encode(frames[index])
-        out = engine.add(feats, 0, masks) if index == 0 else engine.step(feats, index)
-        return {obj_id: o.logits for obj_id, o in out.items()}
+        out = tracker.add_objects(frames[0], first) if index == 0 else tracker.step(frames[index])
+        return {obj_id: torch.from_numpy(logits) for obj_id, logits in out.logits.items()}
     return step
+
+
+def label_map_of(masks: Dict[int, np.ndarray]) -> np.ndarray:
+    """``uint8 H×W`` label map of non-overlapping ``{id: bool H×W}`` masks."""
+    first = np.zeros(next(iter(masks.values())).shape, np.uint8)
+    for obj_id, mask in masks.items():
+        first[mask] = obj_id
+    return first
 
 
 def time_systems(model, args: argparse.Namespace, objects: int, tmp: Path) -> Dict[str, dict]:
@@ -196,7 +204,7 @@ def rss_child(args: argparse.Namespace) -> None:
     """Print ``{"peak_rss_mib", "baseline_rss_mib", "method"}`` after running ``--rss-child SYSTEM OBJECTS FRAMES``:
     the peak is taken from the end of the model build on (Linux: peak reset through ``/proc/self/clear_refs``, then
     ``VmHWM``), so the transient of building the model does not hide the tracking's footprint."""
-    from vos.trackers.sam2 import Sam2Engine   # imported by both children, before the baseline
+    from vos.trackers import Tracker   # imported by both children, before the baseline
 
     system, objects, count = args.rss_child[0], int(args.rss_child[1]), int(args.rss_child[2])
     model = build_model(args.image_size, args.seed)
@@ -217,13 +225,13 @@ def rss_child(args: argparse.Namespace) -> None:
             for _ in model.propagate_in_video(state):
                 pass
         else:
-            engine = Sam2Engine(model, num_frames=count, batch_objects=system == "vos-batched")
+            tracker = Tracker(model, num_frames=count, batch_objects=system == "vos-batched")
             for index, path in enumerate(paths):
-                feats = engine.encode(read_rgb(path, "frame"))
+                frame = read_rgb(path, "frame")
                 if index == 0:
-                    engine.add(feats, 0, masks)
+                    tracker.add_objects(frame, label_map_of(masks))
                 else:
-                    engine.step(feats, index)
+                    tracker.step(frame)
     if method.startswith("VmHWM"):
         peak = _vm_kib("VmHWM") / 1024
     else:

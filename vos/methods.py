@@ -1,35 +1,49 @@
 """The method registry: every command, the tracker and the DreamBooth helper choose a method by name here.
 
 ``persam`` and ``persam_f`` (the paper) run on SAM-family models (SAM, MobileSAM, HQ-SAM) and segment still images
-as well as videos; ``sam2`` runs on SAM 2.1 models and tracks videos. Engines are imported on first use.
+as well as videos; ``sam2`` runs on SAM 2.1 models and tracks videos. Each method names the builder of its tracking
+engine (:mod:`vos.trackers.engine` says what an engine is); engines are imported on first use.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 from vos.errors import InputError
 
 
+def _persam_engine(backend, method: str, options, num_frames: Optional[int]):
+    from vos.trackers.persam import build_engine
+
+    return build_engine(backend, method, options)
+
+
+def _sam2_engine(backend, method: str, options, num_frames: Optional[int]):
+    from vos.trackers.sam2 import build_engine
+
+    return build_engine(backend, options, num_frames)
+
+
 @dataclass(frozen=True)
 class Method:
-    """A method name, the model family it runs on (``"sam"`` or ``"sam2"``), whether it also segments still images,
-    and a one-line summary (command-line help)."""
+    """A method name, the model family it runs on (a key of :data:`vos.models.families.FAMILIES`), whether it also
+    segments still images, a one-line summary (command-line help), and its engine builder
+    ``engine(backend, method name, TrackerOptions, num_frames)``."""
 
     name: str
     family: str
     images: bool
     summary: str
+    engine: Callable
 
 
 METHODS: Dict[str, Method] = {m.name: m for m in [
-    Method("persam", "sam", True, "training-free PerSAM (the paper)"),
-    Method("persam_f", "sam", True, "PerSAM-F: two mask weights fitted on the reference / first frame (the paper)"),
-    Method("sam2", "sam2", False, "SAM 2.1 memory tracking: the official predictor's masks at constant memory"),
+    Method("persam", "sam", True, "training-free PerSAM (the paper)", _persam_engine),
+    Method("persam_f", "sam", True, "PerSAM-F: two mask weights fitted on the reference / first frame (the paper)",
+           _persam_engine),
+    Method("sam2", "sam2", False, "SAM 2.1 memory tracking: the official predictor's masks at constant memory",
+           _sam2_engine),
 ]}
-
-#: The method of each model family when none is asked for.
-DEFAULT_METHOD = {"sam": "persam_f", "sam2": "sam2"}
 
 
 def get_method(name: str) -> Method:
@@ -41,11 +55,13 @@ def get_method(name: str) -> Method:
 
 
 def _checked(family: str, name: Optional[str], model_name: str) -> Method:
-    method = get_method(name if name is not None else DEFAULT_METHOD[family])
+    from vos.models.families import FAMILIES
+
+    default = FAMILIES[family].default_method
+    method = get_method(name if name is not None else default)
     if method.family != family:
-        runs_on = "SAM-family models (SAM, MobileSAM, HQ-SAM)" if method.family == "sam" else "SAM 2 models"
-        raise InputError(f"method {method.name!r} runs on {runs_on}, not on {model_name}: choose the method "
-                         f"{DEFAULT_METHOD[family]!r} or another model")
+        raise InputError(f"method {method.name!r} runs on {FAMILIES[method.family].label}, not on {model_name}: "
+                         f"choose the method {default!r} or another model")
     return method
 
 
@@ -61,8 +77,7 @@ def method_for_model_name(model_name: str, name: Optional[str] = None) -> Method
     """:func:`method_for` from a registry model name, without building the model."""
     from vos.models.registry import get_spec
 
-    family = "sam2" if get_spec(model_name).family == "sam2" else "sam"
-    return _checked(family, name, f"model {model_name!r}")
+    return _checked(get_spec(model_name).backend, name, f"model {model_name!r}")
 
 
 def image_engine(name: str, model, **options):

@@ -2,9 +2,10 @@
 ``--point`` / ``--box`` and the browser app).
 
 Coordinates are pixels of the first frame in ``(x, y)`` order (x = column, y = row); a box is ``[x0, y0, x1, y1]``.
-A point's label is 1 (the object) or 0 (background). Per object, a single point with no box takes the multimask
-output with the best predicted IoU (what ``SamPredictor`` recommends for one ambiguous click); several points or a
-box take the single-mask output. Where two objects' masks overlap, the larger logit wins (ties: the lower id).
+A point's label is 1 (the object) or 0 (background). Each family decodes them its own way (SAM: a single point with
+no box takes the multimask output with the best predicted IoU, what ``SamPredictor`` recommends for one ambiguous
+click, and anything else the single-mask output; SAM 2.1: as ``add_new_points_or_box``). Where two objects' masks
+overlap, the larger logit wins (ties: the lower id).
 """
 from __future__ import annotations
 
@@ -105,38 +106,17 @@ class PromptGroups:
         return tuple(ObjectPrompt(i, tuple(e["points"]), e["box"]) for i, e in sorted(self.objects.items()))
 
 
-def _sam_logits(model, frame: np.ndarray, prompts: Sequence[ObjectPrompt], emb=None) -> List[torch.Tensor]:
-    """SAM-family models: each object's high-res logits ``H×W`` from SAM's prompt encoder and mask decoder."""
-    from vos.models.backend import sam_backend
-
-    backend = sam_backend(model)
-    emb = emb if emb is not None else backend.encode(frame)
-    logits = []
-    for p in prompts:
-        points = np.array([[[x, y] for x, y, _ in p.points]]) if p.points else None
-        labels = np.array([[label for _, _, label in p.points]]) if p.points else None
-        boxes = np.array([p.box]) if p.box is not None else None
-        multimask = len(p.points) == 1 and p.box is None
-        out = backend.decode(emb, points, labels, boxes=boxes, multimask=multimask)
-        best = int(out.scores[0].argmax())
-        logits.append(backend.upscale(emb, out.low_res[:, best:best + 1])[0, 0])
-    return logits
-
-
 def prompt_logits(model, frame: np.ndarray, prompts: Sequence[ObjectPrompt], features=None) -> List[torch.Tensor]:
-    """Each object's logits ``float32 H×W`` on ``frame`` (RGB ``uint8 H×W×3``) from its prompts, with the decoder of
-    ``model``'s family (SAM's, or SAM 2's for SAM 2 models). ``features``: the frame's features if already computed
-    (``Tracker.features(frame)``), so the encoder does not run twice."""
-    from vos.models.backend import check_image, model_family
+    """Each object's logits ``float32 H×W`` on ``frame`` (RGB ``uint8 H×W×3``) from its prompts, with the prompt
+    decoder of ``model``'s family (its backend's ``prompt_logits``). ``features``: the frame's features if already
+    computed (``Tracker.features(frame)``), so the encoder does not run twice."""
+    from vos.models.backend import backend_for, check_image
 
     check_image(frame, "first frame")
     for p in prompts:
         p.check(frame.shape[:2])
-    if model_family(model) == "sam2":
-        from vos.models.sam2 import prompt_logits as sam2_prompt_logits
-
-        return sam2_prompt_logits(model, frame, prompts, features)
-    return _sam_logits(model, frame, prompts, features)
+    backend = backend_for(model)
+    return backend.prompt_logits(features if features is not None else backend.encode(frame), prompts)
 
 
 @torch.no_grad()

@@ -8,6 +8,7 @@ import sys
 from typing import Callable, Iterator, Optional, Sequence
 
 from vos.errors import VosError
+from vos.trackers.options import DEFAULT_DETECT_THRESHOLD, DEFAULT_LOST_AFTER
 
 EXIT_BAD_INPUT = 2
 
@@ -79,15 +80,28 @@ def add_tracker_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=tuple(METHODS), default=None,
                         help="; ".join(f"{m.name}: {m.summary}" for m in METHODS.values())
                              + ". Default: persam_f on SAM models, sam2 on SAM 2.1 models")
-    g = parser.add_argument_group("tracker options of the PerSAM methods (beyond the paper; off by default)")
-    g.add_argument("--decoder-batch", type=int, metavar="B",
-                   help="prompts per decoder call (speed only; default: 1 on CPU, 16 on GPU)")
+    g = parser.add_argument_group("tracker options (beyond the paper and the official code; off by default)")
     g.add_argument("--absence-threshold", type=float, metavar="L",
-                   help="report an object absent in a frame when its best logit is below L")
+                   help="report an object absent in a frame (no pixel) when its best logit (PerSAM) or its "
+                        "object-score logit (SAM 2.1; default there: absent at or below 0) is below L")
+    g.add_argument("--decoder-batch", type=int, metavar="B",
+                   help="PerSAM: prompts per decoder call (speed only; default: 1 on CPU, 16 on GPU)")
     g.add_argument("--refind-lost", action="store_true",
-                   help="search for objects that vanished (the paper keeps them lost)")
+                   help="PerSAM: search for objects that vanished with their location prior (the paper keeps them "
+                        "lost)")
     g.add_argument("--reproduce-reference-quirks", action="store_true",
-                   help="training-free mode: pick the 'largest' first mask by area modulo 256 like the reference code")
+                   help="PerSAM: training-free mode picks the 'largest' first mask by area modulo 256 like the "
+                        "reference code")
+    g = parser.add_argument_group("finding objects from reference photos (--ref-image / --ref-mask, --redetect)")
+    g.add_argument("--detect-threshold", type=float, default=DEFAULT_DETECT_THRESHOLD, metavar="T",
+                   help="an object being searched for is found on the first frame whose detection score (in [0, 1]: "
+                        "PerSAM's similarity peak times the predicted IoU of its mask) is >= T. Default: %(default)s")
+    g.add_argument("--lost-after", type=int, default=DEFAULT_LOST_AFTER, metavar="N",
+                   help="an object with references that is reported absent (no pixel) on N consecutive tracked "
+                        "frames is searched for again from the next frame. Default: %(default)s")
+    g.add_argument("--confirm-frames", type=int, default=1, metavar="K",
+                   help="a detection must reach the threshold on K consecutive frames before the object counts as "
+                        "found (it is started from the K-th). Default: %(default)s")
 
 
 def tracker_options(args: argparse.Namespace):
@@ -96,7 +110,31 @@ def tracker_options(args: argparse.Namespace):
 
     return TrackerOptions(method=args.method, decoder_batch=args.decoder_batch,
                           absence_threshold=args.absence_threshold, refind_lost=args.refind_lost,
-                          reproduce_reference_quirks=args.reproduce_reference_quirks)
+                          reproduce_reference_quirks=args.reproduce_reference_quirks,
+                          detect_threshold=args.detect_threshold, lost_after=args.lost_after,
+                          confirm_frames=args.confirm_frames)
+
+
+def add_reference_args(parser: argparse.ArgumentParser) -> None:
+    """Add ``--ref-image`` / ``--ref-mask`` (repeatable, paired in order)."""
+    g = parser.add_argument_group("objects to find from photos (with or without a first-frame mask)")
+    g.add_argument("--ref-image", action="append", default=[], metavar="PHOTO",
+                   help="a photo of the objects to find (any size, need not come from the video); repeatable: "
+                        "several photos of the same objects are pooled")
+    g.add_argument("--ref-mask", action="append", default=[], metavar="MASK",
+                   help="the mask of the matching --ref-image (the n-th mask goes with the n-th photo, same size); "
+                        "its values are object ids, as in a first-frame mask")
+
+
+def references(args: argparse.Namespace) -> tuple:
+    """The :class:`~vos.runs.options.ReferencePhoto` s of ``add_reference_args``: one mask per photo."""
+    from vos.errors import InputError
+    from vos.runs.options import ReferencePhoto
+
+    if len(args.ref_image) != len(args.ref_mask):
+        raise InputError(f"{len(args.ref_image)} --ref-image but {len(args.ref_mask)} --ref-mask: give one mask per "
+                         f"photo (the n-th --ref-mask is the mask of the n-th --ref-image)")
+    return tuple(ReferencePhoto(image, mask) for image, mask in zip(args.ref_image, args.ref_mask))
 
 
 @contextlib.contextmanager

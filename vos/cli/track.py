@@ -4,11 +4,15 @@ The source (--video) is a video file, a folder of frames, a network stream (rtsp
 udp://, srt://), '-' (a container stream on standard input, e.g. `ffmpeg ... -f mpegts - | vos track --video - ...`)
 or a camera (camera:0 or /dev/video0). The first frame's objects come from --mask, or from clicks and boxes
 (--point x,y[,label] and --box x0,y0,x1,y1 in first-frame pixels, (x, y) order; --object-id N starts object N),
-turned into masks by the model's prompt decoder and saved as frame 0.
+turned into masks by the model's prompt decoder and saved as frame 0. Objects can also come from photos: each
+--ref-image with its --ref-mask (values = object ids) names objects that are searched for on every frame until found
+(PerSAM's location prior on the tracking model's own features), then tracked, and searched for again when they are
+reported absent on --lost-after consecutive frames; --redetect does the same for the first frame's objects.
 
 Outputs (each frame as it is computed, atomically): ``--out DIR`` DAVIS palette PNGs ``00000.png`` … (frame 0 is the
-given mask), ``--overlay out.mp4``, ``--rle out.jsonl``; plus ``DIR/vos_run.json`` (the settings of the run) and
-``DIR/vos_state.pt`` (what resuming needs) so that ``--resume`` continues after the last complete frame with outputs
+given mask), ``--overlay out.mp4``, ``--rle out.jsonl``; plus ``DIR/vos_run.json`` (the settings of the run, and
+when each object was found and lost), ``DIR/vos_states.jsonl`` (per frame and object: searching or tracking, the
+detection score, found) and ``DIR/vos_state.pt`` (what resuming needs) so that ``--resume`` continues after the last complete frame with outputs
 identical to an uninterrupted run. Ctrl-C or SIGTERM stop after the frame in progress, every output closed.
 """
 from __future__ import annotations
@@ -17,7 +21,8 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from vos.cli.common import FrameBar, add_model_args, add_tracker_args, model_options, stop_on_signals, tracker_options
+from vos.cli.common import (FrameBar, add_model_args, add_reference_args, add_tracker_args, model_options, references,
+                            stop_on_signals, tracker_options)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--box", action=PromptAction, metavar="X0,Y0,X1,Y1", help="a box around the object")
     g.add_argument("--object-id", action=PromptAction, type=int, metavar="N",
                    help="the prompts after it belong to object N (default: object 1)")
+    add_reference_args(p)
+    p.add_argument("--redetect", action="store_true",
+                   help="the first frame and its objects (--mask or prompts) become references: an object lost for "
+                        "--lost-after frames is searched for and found again")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the per-frame palette PNGs")
     p.add_argument("--overlay", metavar="MP4", help="also write an overlay video (frames with coloured objects)")
     p.add_argument("--rle", metavar="JSONL", help="also write COCO RLE masks, one JSON line per frame")
@@ -100,11 +109,12 @@ def track_run(args: argparse.Namespace):
                     max_frames=args.max_frames, resume=args.resume, overwrite=args.overwrite,
                     resize_mask=args.resize_mask, mask_threshold=args.mask_threshold,
                     video_backend=args.video_backend, tracker=tracker_options(args), model=model_options(args),
-                    prompts=prompts(args), realtime=args.realtime, duration=args.duration, live=live)
+                    prompts=prompts(args), references=references(args), redetect=args.redetect,
+                    realtime=args.realtime, duration=args.duration, live=live)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from vos.runs import StopControl, track
+    from vos.runs import ObjectHistory, StopControl, track
 
     args = build_parser().parse_args(argv)
     run = track_run(args)
@@ -119,4 +129,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"wrote {summary.written} frame(s) to {args.out}{how}: {summary.frames} complete"
           + (f", overlay {args.overlay}" if args.overlay else "") + (f", RLE {args.rle}" if args.rle else "")
           + (f"; {summary.live.line()}" if summary.live is not None else ""))
+    found = ObjectHistory.line_of(summary.objects)
+    if found:
+        print(found)
     return 0

@@ -12,7 +12,7 @@ import os
 from abc import ABC, abstractmethod
 from fractions import Fraction
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -80,6 +80,23 @@ def draw_overlay(frame: np.ndarray, label_map: np.ndarray) -> np.ndarray:
     return out
 
 
+def draw_notes(image: np.ndarray, notes: Sequence[Tuple[int, str]]) -> np.ndarray:
+    """``image`` (RGB ``uint8 H×W×3``) with one line of text per ``(object id, text)`` in the top-left corner, each in
+    the object's palette colour on a dark band (integer rasterisation: the same notes always give the same pixels)."""
+    import cv2
+
+    out = image.copy()
+    scale = max(image.shape[0] / 720, 0.35)
+    step = int(round(26 * scale))
+    for row, (obj_id, text) in enumerate(notes):
+        y = step * (row + 1)
+        (width, height), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.7 * scale, 2)
+        cv2.rectangle(out, (4, y - height - 4), (12 + width, y + 4), (0, 0, 0), cv2.FILLED)
+        colour = tuple(int(c) for c in DAVIS_PALETTE[obj_id])
+        cv2.putText(out, text, (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.7 * scale, colour, 2, cv2.LINE_8)
+    return out
+
+
 def rgb_to_yuv420(rgb: np.ndarray) -> np.ndarray:
     """RGB ``uint8 H×W×3`` (H, W even) → planar YUV 4:2:0 ``uint8 (3H/2)×W`` (Y, then U, then V): BT.601 limited
     range in integer arithmetic (the coefficients swscale uses for this conversion), chroma from the mean of each
@@ -137,7 +154,9 @@ class OverlayWriter(_Writer):
         self._last_index = -1
         self._open = True
 
-    def write(self, index: int, frame: Optional[np.ndarray], label_map: np.ndarray) -> None:
+    def write(self, index: int, frame: Optional[np.ndarray], label_map: np.ndarray,
+              notes: Sequence[Tuple[int, str]] = ()) -> None:
+        """Frame ``index`` with its objects drawn, and ``notes`` (``(object id, text)`` lines, :func:`draw_notes`)."""
         label_map = as_label_map(label_map, self.path)
         if frame is None or frame.shape != (*self.size, 3) or frame.dtype != np.uint8 or label_map.shape != self.size:
             got = None if frame is None else f"{frame.shape} {frame.dtype}"
@@ -146,6 +165,8 @@ class OverlayWriter(_Writer):
         if index <= self._last_index:
             raise InputError(f"{self.path}: frame {index} comes after frame {self._last_index}: indices must increase")
         image = draw_overlay(frame, label_map)
+        if notes:
+            image = draw_notes(image, notes)
         height, width = self.size
         if height % 2 or width % 2:
             image = np.pad(image, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
@@ -182,14 +203,27 @@ class OverlayWriter(_Writer):
             self._finish()
 
 
-class RleWriter(_Writer):
-    """JSON Lines of COCO RLE masks, one line per frame:
-    ``{"frame": i, "objects": {"<id>": {"size": [H, W], "counts": "<compressed RLE>"}}}``.
+def json_records(path: PathLike, what: str) -> Iterator[Tuple[bytes, dict]]:
+    """``(raw line, record)`` of the complete lines of a JSON Lines file of per-frame records (a line that is not
+    such a record is an :class:`OutputError`)."""
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.endswith(b"\n"):
+                break
+            try:
+                record = json.loads(line)
+                int(record["frame"])
+            except (ValueError, KeyError, TypeError):
+                raise OutputError(f"{path}: line {number} is not a {what} record; cannot resume") from None
+            yield line, record
 
-    Only the ids present in the frame are listed. Each line is flushed and fsync'ed. ``resume_from=k`` keeps the
-    existing lines before the first record of a frame >= k (and before a line cut short by a crash), drops the rest,
-    and appends after them; without it the file is started afresh.
-    """
+
+class _JsonLines:
+    """A JSON Lines file of per-frame records ``{"frame": i, …}``, each line flushed and fsync'ed. ``resume_from=k``
+    keeps the existing lines before the first record of a frame >= k (and before a line cut short by a crash),
+    drops the rest, and appends after them; without it the file is started afresh."""
+
+    what = "JSON Lines"
 
     def __init__(self, path: PathLike, resume_from: Optional[int] = None):
         self.path = Path(path)
@@ -199,23 +233,44 @@ class RleWriter(_Writer):
                 os.truncate(self.path, self._kept_bytes(resume_from))
             self._file = open(self.path, "a" if resume_from is not None else "w", encoding="utf-8")
         except OSError as err:
-            raise OutputError(f"{self.path}: cannot open the RLE file: {err}") from None
+            raise OutputError(f"{self.path}: cannot open the {self.what} file: {err}") from None
 
     def _kept_bytes(self, resume_from: int) -> int:
         """Length of the leading complete records with a frame index below ``resume_from``."""
         kept = 0
-        with open(self.path, "rb") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.endswith(b"\n"):
-                    break
-                try:
-                    frame = int(json.loads(line)["frame"])
-                except (ValueError, KeyError, TypeError):
-                    raise OutputError(f"{self.path}: line {number} is not an RLE record; cannot resume") from None
-                if frame >= resume_from:
-                    break
-                kept += len(line)
+        for line, record in json_records(self.path, self.what):
+            if int(record["frame"]) >= resume_from:
+                break
+            kept += len(line)
         return kept
+
+    def _append(self, record: dict) -> None:
+        line = json.dumps(record, separators=(",", ":")) + "\n"
+        try:
+            self._file.write(line)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as err:
+            raise OutputError(f"{self.path}: cannot write frame {record['frame']}: {err}") from None
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        self.close()
+
+
+class RleWriter(_JsonLines, _Writer):
+    """JSON Lines of COCO RLE masks, one line per frame:
+    ``{"frame": i, "objects": {"<id>": {"size": [H, W], "counts": "<compressed RLE>"}}}``.
+
+    Only the ids present in the frame are listed; ``resume_from`` as for every JSON Lines output (:class:`_JsonLines`).
+    """
+
+    what = "RLE"
 
     def write(self, index: int, frame: Optional[np.ndarray], label_map: np.ndarray) -> None:
         from pycocotools import mask as mask_utils
@@ -227,13 +282,22 @@ class RleWriter(_Writer):
         for object_id in np.flatnonzero(counts[1:]) + 1:
             rle = mask_utils.encode((fortran == object_id).view(np.uint8))
             objects[str(object_id)] = {"size": [int(n) for n in rle["size"]], "counts": rle["counts"].decode("ascii")}
-        line = json.dumps({"frame": int(index), "objects": objects}, separators=(",", ":")) + "\n"
-        try:
-            self._file.write(line)
-            self._file.flush()
-            os.fsync(self._file.fileno())
-        except OSError as err:
-            raise OutputError(f"{self.path}: cannot write frame {index}: {err}") from None
+        self._append({"frame": int(index), "objects": objects})
 
-    def close(self) -> None:
-        self._file.close()
+
+class StatesWriter(_JsonLines):
+    """``vos_states.jsonl``: one line per frame, ``{"frame": i, "objects": {"<id>": {"state": "searching" |
+    "tracking", "score": <float or null>, "found": <bool>}}}`` for every object of the run (``score``: the
+    detector's score where it ran on that frame; ``found``: a detection started or restarted tracking there).
+    ``resume_from`` as for every JSON Lines output; :meth:`read` reads a states file back."""
+
+    what = "states"
+
+    def write_states(self, index: int, states: Dict[int, dict]) -> None:
+        """Frame ``index``: ``{id: {"state", "score", "found"}}``."""
+        self._append({"frame": int(index), "objects": {str(i): s for i, s in sorted(states.items())}})
+
+    @staticmethod
+    def read(path: PathLike) -> List[Dict[int, dict]]:
+        """The per-frame objects of the complete lines of a states file, frame 0 first."""
+        return [{int(i): s for i, s in record["objects"].items()} for _, record in json_records(path, "states")]

@@ -62,12 +62,10 @@ def load_sam(name: str, checkpoint: Optional[str] = None, device: Union[str, tor
 def load_model(name: str, checkpoint: Optional[str] = None, device: Union[str, torch.device, None] = None,
                encoder: str = "fast", random_weights: bool = False, seed: int = 0, precision: str = "fp32"
                ) -> nn.Module:
-    """Any registered model by name: :func:`load_sam` for the SAM family, ``vos.models.sam2.load_sam2`` for SAM 2.1
-    (``encoder`` applies to SAM ViT encoders only; ``precision`` to both)."""
-    if get_spec(name).family == "sam2":
-        from vos.models.sam2 import load_sam2
+    """Any registered model by name, loaded by its family (:mod:`vos.models.families`): :func:`load_sam` for the SAM
+    family, ``vos.models.sam2.load_sam2`` for SAM 2.1 (``encoder`` applies to SAM ViT encoders only; ``precision``
+    to both)."""
+    from vos.models.families import FAMILIES
 
-        return load_sam2(name, checkpoint=checkpoint, device=device, random_weights=random_weights, seed=seed,
-                         precision=precision)
-    return load_sam(name, checkpoint=checkpoint, device=device, encoder=encoder, random_weights=random_weights,
-                    seed=seed, precision=precision)
+    return FAMILIES[get_spec(name).backend].load(name, checkpoint=checkpoint, device=device, encoder=encoder,
+                                                 random_weights=random_weights, seed=seed, precision=precision)

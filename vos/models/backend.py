@@ -1,56 +1,85 @@
-"""The model seam: the few operations ``persam/``, ``trackers/`` and ``prompts`` need from a SAM-family model.
+"""The model seam: one backend per model family, and the one place that tells the families apart.
 
-:func:`sam_backend` wraps a ``segment_anything`` ``Sam`` (SAM, MobileSAM) or a ``segment_anything_hq`` ``Sam``
-(HQ-SAM) in a :class:`SamBackend`: encode an image once, decode a batch of prompts on that embedding, upscale
-low-resolution logits, map coordinates. Nothing outside this module looks at a model's attributes to tell the kinds
-apart: the choice is made here, once, from the decoder's class.
+A backend wraps a loaded model and is all that ``persam/``, ``trackers/`` and ``prompts`` use of it:
 
-Coordinates: points are ``(x, y)`` pixels of the original image and boxes ``[x0, y0, x1, y1]``, mapped to the
-encoder input exactly as ``SamPredictor.predict`` does. Maps are row-major ``[y, x]``.
+- ``encode(frame)``: the image encoder, once per frame, into the family's features (:class:`Features`);
+- ``prompt_logits(features, prompts)``: clicks and boxes → per-object logits at frame resolution;
+- PerSAM's primitives, so that its location prior and decoder cascade (and the re-detector built on them) run on any
+  family: ``features.features`` (the image embedding the mask decoder reads, ``1×C×h×w``), ``input_tensor(image)``
+  (the family's preprocessing, which the reference grid mask goes through), ``decode`` (a batch of point / box /
+  mask prompts on one frame, optionally with a replacement two-way transformer: PerSAM's target guidance),
+  ``upscale`` / ``postprocess`` (decoder-grid maps → frame resolution);
+- the family's own tracking primitives (the SAM 2.1 backend's memory steps), used by that family's engine only;
+- ``precision``: what the image encoder runs in (``"fp32"`` or ``"bf16"``).
 
-A backend never mutates its model: a per-call variant of the mask decoder (PerSAM's target guidance) is passed as
-a replacement transformer and runs on a shallow :func:`module_view` of the decoder, so several threads can share
-one model.
+Families: :mod:`vos.models.sam_backend` (SAM, MobileSAM, HQ-SAM) and :mod:`vos.models.sam2_backend` (SAM 2.1),
+registered in :mod:`vos.models.families`; :func:`backend_for` finds a model's backend there.
+
+Coordinates: points are ``(x, y)`` pixels of the original frame and boxes ``[x0, y0, x1, y1]``; maps are row-major
+``[y, x]``. A backend never mutates its model (a per-call decoder variant runs on a shallow :func:`module_view`), so
+several threads can share one model.
 """
 from __future__ import annotations
 
 import copy
-import sys
-import weakref
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from segment_anything.utils.transforms import ResizeLongestSide
 
 from vos.errors import InputError
-from vos.models.fast_decoder import predict_masks
 
 
-@dataclass
-class ImageEmbedding:
-    """The encoder output for one image.
-
-    ``features``: ``1×C×64×64`` float tensor (C = 256 for real SAM). ``input_size``: ``(h', w')`` of the resized
-    image before padding. ``original_size``: ``(H, W)`` of the image. ``interm``: HQ-SAM's early-layer features
-    (list of ``1×64×64×D`` tensors), ``None`` for other models.
-    """
+class Features(Protocol):
+    """One frame through a family's image encoder. ``features``: the image embedding the mask decoder reads
+    (``1×C×h×w``); ``original_size``: ``(H, W)`` of the frame."""
 
     features: torch.Tensor
-    input_size: Tuple[int, int]
     original_size: Tuple[int, int]
-    interm: Optional[List[torch.Tensor]] = None
 
 
 @dataclass
 class DecoderOutput:
-    """``low_res``: ``B×K×256×256`` mask logits (K = 3 multimask outputs, or 1); ``scores``: ``B×K`` predicted IoU."""
+    """``low_res``: ``B×K×L×L`` mask logits on the decoder grid (K = 3 multimask outputs, or 1; L = 256 for the
+    standard models); ``scores``: ``B×K`` predicted IoU; ``presence``: ``B×1`` object-score logits where the family
+    predicts them (SAM 2.1), else None."""
 
     low_res: torch.Tensor
     scores: torch.Tensor
+    presence: Optional[torch.Tensor] = None
+
+
+class Backend(Protocol):
+    """What every family provides (see the module docstring). ``family`` is its name in
+    :data:`vos.models.families.FAMILIES`."""
+
+    family: str
+    model: nn.Module
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def precision(self) -> str: ...
+
+    @property
+    def transformer(self) -> nn.Module: ...
+
+    def encode(self, frame: np.ndarray) -> Features: ...
+
+    def input_tensor(self, image: np.ndarray) -> torch.Tensor: ...
+
+    def decode(self, feats: Features, points: Optional[np.ndarray] = None, labels: Optional[np.ndarray] = None,
+               boxes: Optional[np.ndarray] = None, mask_input: Optional[torch.Tensor] = None, multimask: bool = True,
+               transformer: Optional[nn.Module] = None) -> DecoderOutput: ...
+
+    def upscale(self, feats: Features, low_res: torch.Tensor) -> torch.Tensor: ...
+
+    def postprocess(self, feats: Features, maps: torch.Tensor) -> torch.Tensor: ...
+
+    def prompt_logits(self, feats: Features, prompts: Sequence) -> List[torch.Tensor]: ...
 
 
 def check_image(image: np.ndarray, what: str = "image") -> np.ndarray:
@@ -75,160 +104,19 @@ def module_view(module: nn.Module, **children: nn.Module) -> nn.Module:
     return view
 
 
-_DENSE_PE: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+def backend_for(model) -> Backend:
+    """The backend of a loaded model (a backend is returned as it is, a model is wrapped by its family); a model of
+    no registered family is an :class:`InputError`."""
+    from vos.models.families import FAMILIES
 
-
-def dense_pe(prompt_encoder: nn.Module) -> torch.Tensor:
-    """``prompt_encoder.get_dense_pe()`` (``1×C×64×64``), computed once per model state: it depends on neither the
-    image nor the prompts, yet segment_anything recomputes it (sines and cosines of the whole grid) every call.
-    Recomputed when the encoding's random matrix moves or changes (new weights loaded)."""
-    matrix = prompt_encoder.pe_layer.positional_encoding_gaussian_matrix
-    key = (matrix.device, matrix.data_ptr(), matrix._version)
-    cached = _DENSE_PE.get(prompt_encoder)
-    if cached is None or cached[0] != key:
-        cached = _DENSE_PE[prompt_encoder] = (key, prompt_encoder.get_dense_pe())
-    return cached[1]
-
-
-class SamBackend:
-    """SAM and MobileSAM (``segment_anything`` classes): encoder, prompt encoder and mask decoder as published."""
-
-    #: A short name of the model kind (``"sam"``, ``"hq"``).
-    kind = "sam"
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-        self._resize = ResizeLongestSide(model.image_encoder.img_size)
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.device
-
-    @property
-    def transformer(self) -> nn.Module:
-        """The mask decoder's two-way transformer (what :meth:`decode` may replace for one call)."""
-        return self.model.mask_decoder.transformer
-
-    def input_tensor(self, image: np.ndarray) -> torch.Tensor:
-        """``H×W×C`` uint8 → ``1×C×S×S`` float: resized (longest side = encoder input size, segment_anything's
-        ``ResizeLongestSide``), normalised with the pixel mean/std and zero-padded, as ``SamPredictor.set_image``."""
-        resized = self._resize.apply_image(image)
-        x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
-        return self.model.preprocess(x)
-
-    @torch.no_grad()
-    def encode(self, image: np.ndarray) -> ImageEmbedding:
-        """Run the image encoder once on an RGB ``uint8 H×W×3`` image."""
-        check_image(image)
-        resized = self._resize.get_preprocess_shape(image.shape[0], image.shape[1], self.model.image_encoder.img_size)
-        features, interm = self._encoder_output(self.model.image_encoder(self.input_tensor(image)))
-        return ImageEmbedding(features, (int(resized[0]), int(resized[1])), (int(image.shape[0]), int(image.shape[1])),
-                              interm)
-
-    def _encoder_output(self, out) -> Tuple[torch.Tensor, Optional[List[torch.Tensor]]]:
-        return out, None
-
-    @torch.no_grad()
-    def decode(self, emb: ImageEmbedding, points: Optional[np.ndarray] = None, labels: Optional[np.ndarray] = None,
-               boxes: Optional[np.ndarray] = None, mask_input: Optional[torch.Tensor] = None, multimask: bool = True,
-               transformer: Optional[nn.Module] = None) -> DecoderOutput:
-        """One batched decoder call for B prompts on one image embedding.
-
-        ``points``: ``B×N×2`` ``(x, y)`` pixels of the original image, ``labels``: ``B×N`` (1 fg, 0 bg); ``boxes``:
-        ``B×4`` ``[x0, y0, x1, y1]`` pixels; ``mask_input``: ``B×1×256×256`` logits. ``transformer``: a replacement
-        for the decoder's two-way transformer in this call only (same call signature).
-        """
-        point_prompt = None
-        if points is not None:
-            coords = torch.as_tensor(self._resize.apply_coords(points, emb.original_size), dtype=torch.float,
-                                     device=self.device)
-            point_prompt = (coords, torch.as_tensor(labels, dtype=torch.int, device=self.device))
-        box_prompt = None
-        if boxes is not None:
-            box_prompt = torch.as_tensor(self._resize.apply_boxes(boxes, emb.original_size), dtype=torch.float,
-                                         device=self.device)
-        sparse, dense = self.model.prompt_encoder(points=point_prompt, boxes=box_prompt, masks=mask_input)
-        decoder = self.model.mask_decoder
-        if transformer is not None:
-            decoder = module_view(decoder, transformer=transformer)
-        low_res, scores = self._run_decoder(decoder, emb, sparse, dense, multimask)
-        return DecoderOutput(low_res, scores)
-
-    def _run_decoder(self, decoder: nn.Module, emb: ImageEmbedding, sparse: torch.Tensor, dense: torch.Tensor,
-                     multimask: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-        masks, iou = predict_masks(decoder, emb.features, dense_pe(self.model.prompt_encoder), sparse, dense)
-        sel = slice(1, None) if multimask else slice(0, 1)
-        return masks[:, sel], iou[:, sel]
-
-    def postprocess(self, emb: ImageEmbedding, maps: torch.Tensor) -> torch.Tensor:
-        """Maps on the padded input grid ``B×K×L×L`` → ``B×K×H×W`` at the original size: SAM's post-processing
-        (``Sam.postprocess_masks``: bilinear to the S×S encoder input, crop the padding, bilinear to the image size),
-        the same bits, with the first interpolation computed only over the rows and columns the crop keeps (for a
-        16:9 frame 44 % of the S×S map is padding). The exactness rests on S = f·L for an integer f: the map's
-        first ``ceil(h'/f) + 1`` rows interpolated to f times as many rows use the same scale (1/f) and, for every
-        kept row, the same source rows and weights as the full interpolation."""
-        size, (h, w) = self.model.image_encoder.img_size, emb.input_size
-        side = maps.shape[-1]
-        if maps.shape[-2] != side or size % side:
-            return self.model.postprocess_masks(maps, emb.input_size, emb.original_size)
-        f = size // side
-        rows, cols = min(side, -(-h // f) + 1), min(side, -(-w // f) + 1)
-        up = F.interpolate(maps[..., :rows, :cols], (rows * f, cols * f), mode="bilinear", align_corners=False)
-        return F.interpolate(up[..., :h, :w], emb.original_size, mode="bilinear", align_corners=False)
-
-    def upscale(self, emb: ImageEmbedding, low_res: torch.Tensor) -> torch.Tensor:
-        """Low-res logits ``B×K×256×256`` → high-res logits ``B×K×H×W``."""
-        return self.postprocess(emb, low_res)
-
-
-class HqSamBackend(SamBackend):
-    """HQ-SAM (``segment_anything_hq``): the encoder also returns early-layer features; each of SAM's K outputs is
-    corrected with the HQ token's mask (HQ-SAM's own output is the best SAM mask plus the HQ mask; PerSAM needs all
-    three scales)."""
-
-    kind = "hq"
-
-    def _encoder_output(self, out) -> Tuple[torch.Tensor, Optional[List[torch.Tensor]]]:
-        return out[0], out[1]
-
-    def _run_decoder(self, decoder: nn.Module, emb: ImageEmbedding, sparse: torch.Tensor, dense: torch.Tensor,
-                     multimask: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-        vit = emb.interm[0].permute(0, 3, 1, 2)
-        hq_features = decoder.embedding_encoder(emb.features) + decoder.compress_vit_feat(vit)
-        masks, iou = decoder.predict_masks(image_embeddings=emb.features, image_pe=dense_pe(self.model.prompt_encoder),
-                                           sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                           hq_features=hq_features)
-        hq = decoder.num_mask_tokens - 1
-        sel = slice(1, hq) if multimask else slice(0, 1)
-        return masks[:, sel] + masks[:, hq:], iou[:, sel]
-
-
-def _is_hq_decoder(decoder: nn.Module) -> bool:
-    hq = sys.modules.get("segment_anything_hq.modeling.mask_decoder_hq")
-    return hq is not None and isinstance(decoder, hq.MaskDecoderHQ)
-
-
-def is_sam2(model) -> bool:
-    """True for SAM 2 models (instances of ``sam2.modeling.sam2_base.SAM2Base``)."""
-    sam2 = sys.modules.get("sam2.modeling.sam2_base")
-    return sam2 is not None and isinstance(model, sam2.SAM2Base)
+    for family in FAMILIES.values():
+        backend = family.backend(model)
+        if backend is not None:
+            return backend
+    raise InputError(f"expected a model of one of the families {', '.join(FAMILIES)} (a segment_anything / "
+                     f"segment_anything_hq Sam or a sam2 SAM2VideoPredictor), got {type(model).__name__}")
 
 
 def model_family(model) -> str:
-    """``"sam2"`` for SAM 2 models, ``"sam"`` for SAM-family ones (SAM, MobileSAM, HQ-SAM); anything else is an
-    :class:`InputError`."""
-    if is_sam2(model):
-        return "sam2"
-    sam_backend(model)
-    return "sam"
-
-
-def sam_backend(model) -> SamBackend:
-    """The backend of a SAM-family model (a backend is returned as it is)."""
-    if isinstance(model, SamBackend):
-        return model
-    decoder = getattr(model, "mask_decoder", None)
-    if decoder is None or not hasattr(model, "prompt_encoder"):
-        raise InputError(f"expected a Segment Anything model (segment_anything / segment_anything_hq Sam), got "
-                         f"{type(model).__name__}")
-    return HqSamBackend(model) if _is_hq_decoder(decoder) else SamBackend(model)
+    """The family name of a loaded model (``"sam"`` or ``"sam2"``)."""
+    return backend_for(model).family

@@ -17,15 +17,17 @@ from vos.errors import CheckpointError
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model name: how to build it and where its official weights live."""
+    """One model name: how to build it and where its official weights live. ``backend``: the model family whose
+    backend runs it (a key of :data:`vos.models.families.FAMILIES`)."""
 
     name: str
-    family: str                     # "sam", "mobile_sam", "hq" or "test"
+    family: str                     # "sam", "mobile_sam", "hq", "test" or "sam2": the kind, for messages
     filename: Optional[str]         # official file name (None for test configurations)
     url: Optional[str]
     sha256: Optional[str]           # published / widely mirrored sha256 of the official file
     md5_prefix: Optional[str]       # hash prefix carried by the official file name, when there is no sha256
     build: Callable[[], nn.Module]  # architecture with random weights
+    backend: str = "sam"
 
 
 def _sam(builder_name: str) -> Callable[[], nn.Module]:

@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from vos.models.backend import DecoderOutput, ImageEmbedding, SamBackend
+from vos.models.backend import Backend, DecoderOutput, Features
 from vos.persam import prior
 
 
@@ -38,7 +38,7 @@ class Pass:
     boxes: Optional[np.ndarray]
 
 
-def decode_objects(backend: SamBackend, emb: ImageEmbedding, prompts: Prompts, idx: np.ndarray,
+def decode_objects(backend: Backend, emb: Features, prompts: Prompts, idx: np.ndarray,
                    boxes: Optional[np.ndarray], mask_input: Optional[torch.Tensor], batch: int) -> DecoderOutput:
     """Multimask decoder pass for objects ``idx`` in chunks of ``batch`` prompts (``boxes`` ``len(idx)×4`` and
     ``mask_input`` ``len(idx)×1×256×256`` are already restricted to ``idx``)."""
@@ -51,7 +51,7 @@ def decode_objects(backend: SamBackend, emb: ImageEmbedding, prompts: Prompts, i
     return DecoderOutput(torch.cat([o.low_res for o in outs]), torch.cat([o.scores for o in outs]))
 
 
-def upscale_objects(backend: SamBackend, emb: ImageEmbedding, low_res: torch.Tensor, batch: int) -> torch.Tensor:
+def upscale_objects(backend: Backend, emb: Features, low_res: torch.Tensor, batch: int) -> torch.Tensor:
     """Post-processing in chunks of ``batch`` prompts (bounds the memory of ``B×K×H×W`` float maps)."""
     return torch.cat([backend.upscale(emb, low_res[i:i + batch]) for i in range(0, len(low_res), batch)])
 
@@ -71,7 +71,7 @@ def non_empty(logits: torch.Tensor) -> np.ndarray:
     return np.nonzero((logits > 0).flatten(1).any(1).cpu().numpy())[0]
 
 
-def refine(backend: SamBackend, emb: ImageEmbedding, prompts: Prompts, idx: np.ndarray, boxes: Optional[np.ndarray],
+def refine(backend: Backend, emb: Features, prompts: Prompts, idx: np.ndarray, boxes: Optional[np.ndarray],
            mask_input: torch.Tensor, batch: int) -> Pass:
     """A refinement pass: keep the output with the best score, upscale only that one."""
     out = decode_objects(backend, emb, prompts, idx, boxes, mask_input, batch)
@@ -95,7 +95,7 @@ class Refinement:
         return scores
 
 
-def refine_twice(backend: SamBackend, emb: ImageEmbedding, prompts: Prompts, idx: np.ndarray,
+def refine_twice(backend: Backend, emb: Features, prompts: Prompts, idx: np.ndarray,
                  boxes: Optional[np.ndarray], mask_input: torch.Tensor, first: torch.Tensor, batch: int) -> Refinement:
     """Passes B and C for the objects ``idx``. ``boxes`` (``len(idx)×4`` or None) and ``mask_input``
     (``len(idx)×1×256×256``) are pass B's prompts; ``first`` ``B×H×W`` are the first pass's logits, kept for the

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vos.models.backend import ImageEmbedding, SamBackend
+from vos.models.sam_backend import ImageEmbedding, SamBackend
 from vos.persam import prior
 from vos.persam.cascade import Prompts, boxes_of, non_empty, refine_twice, upscale_objects
 from vos.persam.persam import PerSAM, Reference, check_reference, make_reference, result_of, stage_trace
@@ -169,7 +169,7 @@ def persam_f_segment(backend: SamBackend, state: PerSAMFState, emb: ImageEmbeddi
         t = dict(sim_grid=sim_grid[0], point_xy=point[0], step1=s1, step1_masks=high[0] > 0,
                  weighted_mask=weighted[0] > 0, weighted_lowres_logits=weighted_low[0, 0],
                  **stage_trace(backend, emb, {"stage2": r.b, "stage3": r.c}))
-    return result_of(r.final, float(r.scores()[0]), prompts, t)
+    return result_of(r.final, float(r.scores()[0]), prompts, sim[0], t)
 
 
 class PerSAMF(PerSAM):

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from vos.errors import InputError, MaskError
-from vos.models.backend import ImageEmbedding, SamBackend, check_image, sam_backend
+from vos.models.backend import Backend, Features, check_image
+from vos.models.sam_backend import ImageEmbedding, SamBackend, sam_backend
 from vos.persam import prior
 from vos.persam.cascade import Prompts, refine_twice
 from vos.persam.guidance import Guidance, guided_transformer
@@ -18,12 +19,13 @@ from vos.persam.result import PerSAMResult
 @dataclass
 class Reference:
     """What PerSAM keeps of the reference (computed once): grid mask ``bool h×w``, raw mean embedding ``1×1×C``
-    (semantic prompt), unit target ``1×C`` and, for PerSAM-F, the max+mean unit target ``1×C``."""
+    (semantic prompt), unit target ``1×C`` and, for PerSAM-F, the max+mean unit target ``1×C``. A reference pooled
+    from several photos (:mod:`vos.trackers.redetect`) has no grid and no max+mean target (None)."""
 
-    grid: torch.Tensor
+    grid: Optional[torch.Tensor]
     embedding: torch.Tensor
     target: torch.Tensor
-    target_max_mean: torch.Tensor
+    target_max_mean: Optional[torch.Tensor]
 
 
 def make_reference(backend: SamBackend, emb: ImageEmbedding, mask_rgb: np.ndarray) -> Reference:
@@ -47,11 +49,12 @@ def check_reference(image: np.ndarray, mask: np.ndarray, mask_value: int) -> np.
     return mask_rgb
 
 
-def result_of(final: torch.Tensor, score: float, prompts: Prompts, trace: Optional[dict]) -> PerSAMResult:
-    """The :class:`PerSAMResult` of a batch of one: ``final`` ``1×H×W`` logits."""
+def result_of(final: torch.Tensor, score: float, prompts: Prompts, sim: torch.Tensor, trace: Optional[dict]
+              ) -> PerSAMResult:
+    """The :class:`PerSAMResult` of a batch of one: ``final`` ``1×H×W`` logits, ``sim`` the location confidence."""
     logits = final[0]
     return PerSAMResult(mask=(logits > 0).cpu().numpy(), logits=logits.float().cpu().numpy(), score=score,
-                        points=prompts.points[0], labels=prompts.labels[0], trace=trace or {})
+                        points=prompts.points[0], labels=prompts.labels[0], peak=float(sim.max()), trace=trace or {})
 
 
 def stage_trace(backend: SamBackend, emb: ImageEmbedding, passes: dict) -> dict:
@@ -67,8 +70,9 @@ def stage_trace(backend: SamBackend, emb: ImageEmbedding, passes: dict) -> dict:
 
 
 @torch.no_grad()
-def persam_segment(backend: SamBackend, ref: Reference, emb: ImageEmbedding, trace: bool = False) -> PerSAMResult:
-    """Segment the reference object in an encoded test image (spec §2 steps 2-7).
+def persam_segment(backend: Backend, ref: Reference, emb: Features, trace: bool = False) -> PerSAMResult:
+    """Segment the reference object in an encoded test image (spec §2 steps 2-7), on any family's backend (the
+    paper's is SAM's; :mod:`vos.models.backend`).
 
     Only the high-res masks that the algorithm uses are computed (the chosen one per refinement), unless ``trace``
     asks for every intermediate (the names of the conformance fixtures).
@@ -88,7 +92,7 @@ def persam_segment(backend: SamBackend, ref: Reference, emb: ImageEmbedding, tra
                  positive_point_xy=pos[0], negative_point_xy=neg[0], stage1=s1,
                  stage1_mask=backend.upscale(emb, s1.low_res)[0, 0] > 0)
         t.update(stage_trace(backend, emb, {"stage2": r.b, "stage3": r.c}))
-    return result_of(r.final, float(r.scores()[0]), prompts, t)
+    return result_of(r.final, float(r.scores()[0]), prompts, sim, t)
 
 
 class PerSAM:

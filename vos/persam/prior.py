@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from vos.errors import InputError, MaskError
-from vos.models.backend import ImageEmbedding, SamBackend
+from vos.models.backend import Backend, Features
 
 
 def reference_mask_rgb(mask: np.ndarray, value: int = 128) -> np.ndarray:
@@ -32,11 +32,11 @@ def reference_mask_rgb(mask: np.ndarray, value: int = 128) -> np.ndarray:
 
 
 @torch.no_grad()
-def grid_mask(backend: SamBackend, mask_rgb: np.ndarray, grid_hw: Tuple[int, int]) -> torch.Tensor:
+def grid_mask(backend: Backend, mask_rgb: np.ndarray, grid_hw: Tuple[int, int]) -> torch.Tensor:
     """Reference mask pooled onto the embedding grid (§1.1): ``bool grid_h×grid_w`` tensor.
 
     Reproduces the reference exactly: the RGB mask is resized like the image, normalised **like an image**
-    (:meth:`SamBackend.input_tensor`), padded, bilinearly reduced to the grid; a cell is foreground iff channel 0 > 0,
+    (:meth:`Backend.input_tensor`), padded, bilinearly reduced to the grid; a cell is foreground iff channel 0 > 0,
     i.e. iff the interpolated R value exceeds the pixel mean 123.675. Padding cells are never foreground.
     """
     pooled = F.interpolate(backend.input_tensor(mask_rgb), size=grid_hw, mode="bilinear")
@@ -82,7 +82,7 @@ def normalized_cells_hwc(features: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def similarity(backend: SamBackend, target: torch.Tensor, cells: torch.Tensor, emb: ImageEmbedding
+def similarity(backend: Backend, target: torch.Tensor, cells: torch.Tensor, emb: Features
                ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Location confidence (§1.3). ``target``: ``K×C`` unit vectors, ``cells``: ``C×(h·w)`` unit embeddings.
 

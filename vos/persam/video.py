@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from vos.models.backend import ImageEmbedding, SamBackend
+from vos.models.sam_backend import ImageEmbedding, SamBackend
 from vos.persam import prior
 from vos.persam.cascade import (Prompts, Refinement, boxes_of, decode_objects, non_empty, pick, refine_twice,
                                 upscale_objects)

@@ -24,10 +24,10 @@ from vos.machine import cpu_info
 RUN_FILE = "vos_run.json"
 #: Settings recorded but not compared: a newer vos may resume an older run; a checkpoint is compared by its hash
 #: (``weights``), not by the path it was given by; ``machine`` is the CPU (model, instruction sets) of the latest
-#: process that wrote the run.
-UNCOMPARED = ("vos_version", "checkpoint", "machine")
+#: process that wrote the run; ``objects`` is what the run found (:meth:`RunFolder.record`).
+UNCOMPARED = ("vos_version", "checkpoint", "machine", "objects")
 #: Settings that runs of older vos versions did not record, and the value they ran with.
-RECORDED_SINCE = {"precision": "fp32"}
+RECORDED_SINCE = {"precision": "fp32", "references": [], "redetect": False}
 
 
 def check_writable(path: Path, what: str) -> None:
@@ -136,6 +136,11 @@ class RunFolder:
         except OSError as err:
             raise OutputError(f"{path}: cannot prepare the output folder ({err})") from None
         record = _as_json({"kind": self.kind, **settings, "machine": cpu_info().to_dict()})
+        atomic_write(self.settings_path, lambda f: f.write(json.dumps(record, indent=1) + "\n"), binary=False)
+
+    def record(self, results: Dict[str, Any]) -> None:
+        """Add ``results`` (not compared on resume: :data:`UNCOMPARED`) to the settings file, atomically."""
+        record = {**(self.read_settings() or {}), **_as_json(results)}
         atomic_write(self.settings_path, lambda f: f.write(json.dumps(record, indent=1) + "\n"), binary=False)
 
     def commit(self) -> None:

@@ -49,6 +49,18 @@ class ModelOptions:
 
 
 @dataclass(frozen=True)
+class ReferencePhoto:
+    """A photo of objects to find (any size, from the video or not) and its mask: a label-map file whose values are
+    the object ids, as in a first-frame mask (palette PNG, grayscale labels, or binary = object 1)."""
+
+    image: str
+    mask: str
+
+    def settings(self) -> Dict[str, str]:
+        return {"image": _resolved(self.image), "mask": _resolved(self.mask)}
+
+
+@dataclass(frozen=True)
 class TrackRun:
     """One tracking run: the objects of the first frame of ``video`` followed into the run folder ``out``.
 
@@ -56,9 +68,14 @@ class TrackRun:
     ``camera:N``; anything ``vos.io.read_video`` opens). The first frame's objects come from ``mask``, the
     first-frame mask file (DAVIS palette PNG: index = object id; grayscale labels; binary = object 1), or from
     ``prompts`` (clicks and boxes, turned into masks by the model's prompt decoder; :mod:`vos.prompts`).
-    ``out``: folder of the per-frame palette PNGs ``00000.png`` … (frame 0 is the given mask), ``vos_run.json``
-    (the settings) and ``vos_state.pt`` (what resuming needs); ``overlay``: also an overlay MP4; ``rle``: also COCO
-    RLE JSON Lines. ``max_frames``: stop after that many frames (frame 0 included, ≥ 1). ``resume``: continue the run
+    ``references``: photos of objects to find (:class:`ReferencePhoto`): each object of a reference is searched for
+    from the first frame on, tracked once found, searched for again when lost (``tracker``'s ``detect_threshold``,
+    ``lost_after``, ``confirm_frames``); with or without a first-frame mask or prompts for other objects (or for the
+    same ones). ``redetect``: the first frame and its objects become references too, so that lost objects are found
+    again. ``out``: folder of the per-frame palette PNGs ``00000.png`` … (frame 0 is the given mask),
+    ``vos_run.json`` (the settings, and at the end when each object was found and lost), ``vos_states.jsonl`` (one
+    line per frame: each object's state, detection score and whether it was found there) and ``vos_state.pt`` (what
+    resuming needs); ``overlay``: also an overlay MP4; ``rle``: also COCO RLE JSON Lines. ``max_frames``: stop after that many frames (frame 0 included, ≥ 1). ``resume``: continue the run
     in ``out`` after its last complete frame; ``overwrite``: replace the run in ``out`` (the old one is removed only
     once the new one has written its first frame). ``resize_mask``: resize a mask of another size (nearest
     neighbour); ``mask_threshold``: read a soft grayscale mask as object 1 where ``value >= T``;
@@ -81,6 +98,8 @@ class TrackRun:
     tracker: TrackerOptions = field(default_factory=TrackerOptions)
     model: ModelOptions = field(default_factory=ModelOptions)
     prompts: Tuple[ObjectPrompt, ...] = ()
+    references: Tuple[ReferencePhoto, ...] = ()
+    redetect: bool = False
     realtime: bool = False
     duration: Optional[float] = None
     live: LiveOptions = field(default_factory=LiveOptions)
@@ -101,9 +120,15 @@ class TrackRun:
             raise InputError(f"--max-frames must be at least 1 (frame 0 included), got {self.max_frames}")
         if self.resume and self.overwrite:
             raise InputError("--resume and --overwrite exclude each other: continue the run, or replace it")
-        if (self.mask is None) == (not self.prompts):
+        if self.mask is not None and self.prompts:
             raise InputError("give the first frame's objects either as a mask file (--mask) or as prompts "
-                             "(--point / --box), not both and not neither")
+                             "(--point / --box), not both")
+        if self.mask is None and not self.prompts and not self.references:
+            raise InputError("nothing to track: give the first frame's objects (--mask, or --point / --box) or "
+                             "photos of the objects to find (--ref-image with --ref-mask)")
+        if self.redetect and self.mask is None and not self.prompts:
+            raise InputError("--redetect makes the first frame's objects references: give them with --mask or "
+                             "--point / --box")
         if self.is_live and self.resume:
             raise InputError(f"--resume: {self.video} is a live source, and a stream cannot be rewound: start a new "
                              f"run (another --out, or --overwrite)")
@@ -112,8 +137,7 @@ class TrackRun:
                              f"or folder, whose frames are all tracked in order")
         if self.duration is not None and not self.duration > 0:
             raise InputError(f"--duration must be a positive number of seconds, got {self.duration}")
-        if self.tracker.decoder_batch is not None and self.tracker.decoder_batch < 1:
-            raise InputError(f"--decoder-batch must be at least 1, got {self.tracker.decoder_batch}")
+        self.tracker.check()
         if self.overlay is not None and self.overlay.suffix.lower() != ".mp4":
             raise InputError(f"--overlay {self.overlay}: the overlay video must be an .mp4 file")
         outputs = [p.resolve() for p in (self.overlay, self.rle) if p is not None]
@@ -125,7 +149,8 @@ class TrackRun:
         tracker's method and options (not ``decoder_batch``: the masks do not depend on it), the model."""
         return {"video": _resolved(self.video), "mask": None if self.mask is None else _resolved(self.mask),
                 "prompts": [asdict(p) for p in self.prompts], "resize_mask": self.resize_mask,
-                "mask_threshold": self.mask_threshold, **tracking_settings(self.tracker, self.model)}
+                "mask_threshold": self.mask_threshold, "references": [r.settings() for r in self.references],
+                "redetect": self.redetect, **tracking_settings(self.tracker, self.model)}
 
 
 def tracking_settings(tracker: TrackerOptions, model: ModelOptions) -> Dict[str, Any]:
@@ -133,7 +158,7 @@ def tracking_settings(tracker: TrackerOptions, model: ModelOptions) -> Dict[str,
     the model's settings."""
     from vos.methods import method_for_model_name
 
-    options = {k: v for k, v in asdict(tracker).items() if k != "decoder_batch"}
+    options = tracker.settings()
     options["method"] = method_for_model_name(model.name, tracker.method).name
     return {**options, **model.settings()}
 

@@ -1,10 +1,10 @@
 """Track one source into one run folder: the function every entry point calls (command line, app, batch runner).
 
-:func:`track` checks everything that can fail before it writes anything (options, the source, the mask, the output
-folder and files, the model and its checkpoint), then writes each frame as it is computed: the overlay, the RLE
-line, the tracker state when it changes, and the palette PNG last, whose presence marks the frame complete. An
-interrupted run keeps every complete frame; ``resume`` continues after the last one with outputs identical to an
-uninterrupted run.
+:func:`track` checks everything that can fail before it writes anything (options, the source, the mask, the
+reference photos, the output folder and files, the model and its checkpoint), then writes each frame as it is
+computed: the overlay, the RLE line, the states line, the palette PNG, whose presence marks the frame complete, and
+the tracker state. An interrupted run keeps every complete frame; ``resume`` continues after the last one with
+outputs identical to an uninterrupted run.
 """
 from __future__ import annotations
 
@@ -14,20 +14,23 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
 
-from vos.errors import OutputError, VideoError, VosError
-from vos.io import OverlayWriter, PaletteWriter, RleWriter, load_label_map, read_video, validate_first_mask
+from vos.errors import MaskError, OutputError, VideoError, VosError
+from vos.io import (OverlayWriter, PaletteWriter, RleWriter, StatesWriter, load_label_map, read_rgb, read_video,
+                    validate_first_mask)
 from vos.io.atomic import atomic_write
 from vos.io.live import StreamError
 from vos.runs.folder import RunFolder, check_output_file
-from vos.runs.options import TrackRun
+from vos.runs.options import ReferencePhoto, TrackRun
 from vos.trackers import FrameResult, Tracker
 
 STATE_FILE = "vos_state.pt"
+#: One line per frame: every object's state, detection score and whether it was found there.
+STATES_FILE = "vos_states.jsonl"
 #: Written when a run reached the end of its source (or ``max_frames``): batch runs skip such folders.
 COMPLETE_FILE = "vos_complete.json"
 
@@ -94,11 +97,47 @@ class LiveRunStats:
         return f"{self.received} frames received, {self.processed} processed, {self.dropped} dropped{latency}"
 
 
+class ObjectHistory:
+    """When each object was found and lost, from the frames' states: ``events[id]`` is a list of ``("found", frame)``
+    (a detection started tracking on that frame) and ``("lost", frame)`` (the first frame it was searched for again
+    after being tracked)."""
+
+    def __init__(self) -> None:
+        self.events: Dict[int, List[Tuple[str, int]]] = {}
+        self._tracking: Dict[int, bool] = {}
+
+    def add(self, index: int, states: Dict[int, dict]) -> None:
+        """Frame ``index``'s ``{id: {"state", "score", "found"}}`` (the lines of ``vos_states.jsonl``)."""
+        for obj_id, status in states.items():
+            tracking = status["state"] == "tracking"
+            if status["found"]:
+                self.events.setdefault(obj_id, []).append(("found", index))
+            elif not tracking and self._tracking.get(obj_id):
+                self.events.setdefault(obj_id, []).append(("lost", index))
+            self._tracking[obj_id] = tracking
+
+    def to_json(self) -> Dict[str, List[Dict[str, int]]]:
+        return {str(i): [{kind: frame} for kind, frame in events] for i, events in sorted(self.events.items())}
+
+    @staticmethod
+    def line_of(events_by_id: Dict[int, List[Tuple[str, int]]]) -> str:
+        """``object 1: found on frame 12, lost on 40, found again on 55; …`` (empty without events)."""
+        parts = []
+        for obj_id, events in sorted(events_by_id.items()):
+            words, seen = [], set()
+            for kind, frame in events:
+                words.append(f"{kind}{' again' if kind in seen else ''} on {'frame ' if not words else ''}{frame}")
+                seen.add(kind)
+            parts.append(f"object {obj_id}: {', '.join(words)}")
+        return "; ".join(parts)
+
+
 @dataclass
 class RunSummary:
     """What a run did: ``frames`` complete in ``out`` (PNGs), ``written`` by this call, ``resumed_from`` (frames that
     were already there), ``stopped`` (``"end"``, ``"max_frames"`` or the stop reason), ``outputs`` (the files and
-    folder written), ``seconds`` (wall time)."""
+    folder written), ``seconds`` (wall time), ``objects`` (when each object was found and lost: ``{id: [("found",
+    frame) | ("lost", frame), …]}``)."""
 
     out: Path
     frames: int
@@ -108,6 +147,7 @@ class RunSummary:
     seconds: float
     outputs: List[Path] = field(default_factory=list)
     live: Optional[LiveRunStats] = None
+    objects: Dict[int, List[Tuple[str, int]]] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -130,6 +170,32 @@ def completed_frames(out: Path) -> int:
 def _open(run: TrackRun, on_retry):
     return read_video(run.video, backend=run.video_backend, realtime=run.realtime, live_options=run.live,
                       on_retry=on_retry)
+
+
+def load_references(references) -> List[Tuple[ReferencePhoto, np.ndarray, np.ndarray]]:
+    """Each reference's ``(reference, photo RGB uint8 H×W×3, label map uint8 H×W)``, checked: readable files, the
+    mask of the photo's size with at least one object (ids 1..255)."""
+    loaded = []
+    for ref in references:
+        photo = read_rgb(ref.image, "reference photo")
+        labels = load_label_map(ref.mask)
+        if labels.shape != photo.shape[:2]:
+            raise MaskError(f"{ref.mask}: the reference mask is {labels.shape[1]}x{labels.shape[0]} (WxH) but its "
+                            f"photo {ref.image} is {photo.shape[1]}x{photo.shape[0]}")
+        if not labels.any():
+            raise MaskError(f"{ref.mask}: no object in the reference mask (every pixel is background, 0)")
+        loaded.append((ref, photo, labels))
+    return loaded
+
+
+def add_references(tracker: Tracker, references: List[Tuple[ReferencePhoto, np.ndarray, np.ndarray]]) -> None:
+    """Give the tracker every object of every loaded reference (a mask the model cannot use names its file)."""
+    for ref, photo, labels in references:
+        for obj_id in (int(i) for i in np.unique(labels) if i != 0):
+            try:
+                tracker.add_reference(obj_id, photo, labels == obj_id)
+            except MaskError as err:
+                raise MaskError(f"{ref.mask}: {err}") from None
 
 
 def _first_labels(run: TrackRun, reader) -> Optional[np.ndarray]:
@@ -157,6 +223,7 @@ def track(run: TrackRun, model=None, on_frame: Optional[ProgressFn] = None, stop
     for path, what in ((run.overlay, "--overlay"), (run.rle, "--rle")):
         if path is not None:
             check_output_file(path, what)
+    references = load_references(run.references)
     reader = None if run.is_live else _open(run, on_retry)
     try:
         first = None if reader is None else _first_labels(run, reader)
@@ -173,6 +240,8 @@ def track(run: TrackRun, model=None, on_frame: Optional[ProgressFn] = None, stop
             reader = _open(run, on_retry)
             first = _first_labels(run, reader)
         tracker = Tracker(model, options=run.tracker, num_frames=reader.num_frames)
+        if not done:     # a resumed run has its objects' references in the saved tracker state
+            add_references(tracker, references)
         from vos import __version__
 
         folder.start({**settings, "vos_version": __version__})
@@ -195,9 +264,10 @@ class _Loop:
         self.written = 0
         self.total = reader.num_frames if run.max_frames is None else min(run.max_frames,
                                                                           reader.num_frames or run.max_frames)
-        self.new_files = [p for p in (run.overlay, run.rle) if p is not None and not p.exists()]
+        self.new_files = [p for p in (run.overlay, run.rle, run.out / STATES_FILE) if p is not None and not p.exists()]
         self.latencies: List[float] = []
-        self.every_frame = tracker.engine.state_changes_every_frame
+        self.finds = bool(run.references or run.redetect)    # notes on the overlay, found / lost in the summary
+        self.history = ObjectHistory()
         self.saved = torch.load(run.out / STATE_FILE, weights_only=True) if done else None
         (run.out / COMPLETE_FILE).unlink(missing_ok=True)
 
@@ -205,7 +275,7 @@ class _Loop:
         stream_error: Optional[StreamError] = None
         try:
             with contextlib.ExitStack() as stack:
-                self.writers = self._open_writers(stack)
+                self._open_writers(stack)
                 try:
                     stopped = self._frames()
                 except KeyboardInterrupt:
@@ -222,22 +292,27 @@ class _Loop:
             self._abort()
         outputs = [self.opts.out] + [p for p in (self.opts.overlay, self.opts.rle) if p is not None]
         summary = RunSummary(self.opts.out, self.done + self.written, self.written, self.done, stopped, 0.0, outputs,
-                             self._live_stats())
+                             self._live_stats(), self.history.events)
+        if summary.frames:
+            self._record()
         if summary.complete and summary.frames:
             atomic_write(self.opts.out / COMPLETE_FILE,
                          lambda f: f.write(json.dumps({"frames": summary.frames, "stopped": stopped}) + "\n"),
                          binary=False)
         return summary
 
-    def _open_writers(self, stack: contextlib.ExitStack) -> list:
-        """The overlay and RLE writers, and the palette PNG writer last (its file marks a frame complete)."""
-        run, writers = self.opts, []
-        if run.overlay is not None:
-            writers.append(stack.enter_context(OverlayWriter(run.overlay, self.reader.fps, self.reader.size)))
-        if run.rle is not None:
-            writers.append(stack.enter_context(RleWriter(run.rle, resume_from=self.done if self.done else None)))
-        writers.append(stack.enter_context(PaletteWriter(run.out)))
-        return writers
+    def _open_writers(self, stack: contextlib.ExitStack) -> None:
+        """The overlay, RLE and states writers, and the palette PNG writer (its file marks a frame complete); a
+        resumed run keeps the first ``done`` frames' lines and reads their states back."""
+        run, resume_from = self.opts, self.done if self.done else None
+        self.overlay = None if run.overlay is None else stack.enter_context(
+            OverlayWriter(run.overlay, self.reader.fps, self.reader.size))
+        self.rle = None if run.rle is None else stack.enter_context(RleWriter(run.rle, resume_from=resume_from))
+        self.states = stack.enter_context(StatesWriter(run.out / STATES_FILE, resume_from=resume_from))
+        self.kept_states = StatesWriter.read(self.states.path) if self.done else []
+        for index, states in enumerate(self.kept_states):
+            self.history.add(index, states)
+        self.pngs = stack.enter_context(PaletteWriter(run.out))
 
     def _frames(self) -> str:
         """Every frame until the source ends, ``max_frames``, ``duration`` or a stop request; returns why it
@@ -261,7 +336,7 @@ class _Loop:
                 result = self._start(frame) if index == 0 else self.tracker.step(frame)
                 label_map = result.label_map
                 with self.stop.write_section():
-                    self._write(index, frame, label_map)
+                    self._write(index, frame, result)
                 if self.reader.live and self.reader.last is not None:
                     self.latencies.append(time.monotonic() - self.reader.last.received_at)
             if self.on_frame is not None:
@@ -270,45 +345,70 @@ class _Loop:
 
     def _start(self, frame: np.ndarray) -> FrameResult:
         """Frame 0: the objects of the mask, or of the prompts (decoded on the frame's features, so the encoder still
-        runs once on it)."""
-        if self.first is None:
+        runs once on it), or none (only references); with ``redetect`` the frame and its objects become
+        references."""
+        if self.first is None and self.opts.prompts:
             from vos.prompts import masks_from_prompts
 
             self.first = masks_from_prompts(self.model, frame, self.opts.prompts, self.tracker.features(frame))
-        return self.tracker.add_objects(frame, self.first)
+        if self.first is None:
+            return self.tracker.step(frame)
+        result = self.tracker.add_objects(frame, self.first)
+        if self.opts.redetect:
+            for obj_id in (int(i) for i in np.unique(self.first) if i != 0):
+                self.tracker.add_reference(obj_id, frame, self.first == obj_id)
+        return result
 
-    def _write(self, index: int, frame: np.ndarray, label_map: np.ndarray) -> None:
-        """One frame's outputs. The tracker state goes first on frame 0 (a complete frame 0 always has it) and,
-        for an engine whose state changes every frame, after the PNG on later frames (a saved state is never ahead
-        of the complete frames; resuming re-tracks at most one frame)."""
+    def _write(self, index: int, frame: np.ndarray, result: FrameResult) -> None:
+        """One frame's outputs: the overlay, the RLE and states lines, the PNG (the frame is complete), the tracker
+        state (frame 0: before the PNG, so that a complete frame 0 always has one; a saved state is never ahead of
+        the complete frames, and resuming re-tracks at most one frame)."""
         if index == 0:
             self._save_state()
-        for writer in self.writers:
-            writer.write(index, frame, label_map)
-        if index > 0 and self.every_frame:
+        states = {i: s.to_json() for i, s in result.states.items()}
+        if self.overlay is not None:
+            self.overlay.write(index, frame, result.label_map, self._notes(states))
+        if self.rle is not None:
+            self.rle.write(index, frame, result.label_map)
+        self.states.write_states(index, states)
+        self.history.add(index, states)
+        self.pngs.write(index, frame, result.label_map)
+        if index > 0:
             self._save_state()
         self.written += 1
         if self.written == 1:
             self.folder.commit()
+
+    def _record(self) -> None:
+        """When each object was found and lost, into ``vos_run.json`` (runs with references)."""
+        if self.finds:
+            self.folder.record({"objects": self.history.to_json()})
+
+    def _notes(self, states: Dict[int, dict]) -> List[Tuple[int, str]]:
+        """The overlay's line per object of a run with references: its state and detection score."""
+        if not self.finds:
+            return []
+        notes = []
+        for obj_id, s in states.items():
+            score = "" if s["score"] is None else f" {s['score']:.2f}"
+            notes.append((obj_id, f"{obj_id}: {'found' if s['found'] else s['state']}{score}"))
+        return notes
 
     def _save_state(self) -> None:
         state = self.tracker.state_dict()
         atomic_write(self.opts.out / STATE_FILE, lambda f: torch.save(state, f))
 
     def _replay(self, index: int, frame: np.ndarray) -> np.ndarray:
-        """A frame a resumed run already has: re-render the overlay from its PNG, and bring the tracker to the last
-        complete frame (from the saved state and that frame's label map; an engine whose state changes every frame
-        re-tracks, without writing, the frames after its saved state)."""
-        label_map = load_label_map(self.writers[-1].path(index))
-        for writer in self.writers:
-            if isinstance(writer, OverlayWriter):
-                writer.write(index, frame, label_map)
-        if not self.every_frame:
-            if index == self.done - 1:
-                self.tracker.load_state_dict(self.saved, label_map, index)
-        elif index == int(self.saved["index"]):
+        """A frame a resumed run already has: re-render the overlay from its PNG (and states line), and bring the
+        tracker to the last complete frame: from the saved state and that frame's label map, re-tracking without
+        writing the frames after the saved state."""
+        label_map = load_label_map(self.pngs.path(index))
+        if self.overlay is not None:
+            self.overlay.write(index, frame, label_map, self._notes(self.kept_states[index]))
+        saved = int(self.saved["index"])
+        if index == saved:
             self.tracker.load_state_dict(self.saved, label_map)
-        elif index > int(self.saved["index"]):
+        elif index > saved:
             self.tracker.step(frame)
         return label_map
 
@@ -332,6 +432,8 @@ class _Loop:
         if self.written == 0 and self.done == 0:
             self._abort()
             return
+        with contextlib.suppress(VosError):
+            self._record()
         if not isinstance(err, VosError) or not err.args:
             return
         last = self.done + self.written - 1
