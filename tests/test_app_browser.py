@@ -442,3 +442,59 @@ def test_missing_checkpoint_is_the_command_line_message(browser, tmp_path):
     finally:
         p.context.close()
         srv.stop()
+
+
+def click_picture(page: Page, element: str, x: float, y: float, size) -> None:
+    """Click pixel ``(x, y)`` of the image of ``size`` = ``(H, W)`` shown (with its grey border) in ``element``."""
+    from vos.app.render import margin
+
+    img = page.locator(f"{element} img")
+    natural_w = 0
+    while not natural_w:
+        page.wait_for_function("s => document.querySelector(s)?.complete", arg=f"{element} img")
+        box = img.bounding_box()
+        natural_w, natural_h = img.evaluate("e => [e.naturalWidth, e.naturalHeight]")
+    scale = min(box["width"] / natural_w, box["height"] / natural_h, 1)
+    m = margin(size)
+    img.click(position={"x": (x + m) * scale, "y": (y + m) * scale})
+
+
+def test_find_from_a_reference_photo_tracks_like_the_command_line(page, tmp_path):
+    """A reference photo (the demo's frame 10, halved) uploaded, its apple clicked, threshold 0: the object is found
+    on frame 0, the page shows its state, and the downloaded masks and states are the bytes of the command line
+    the page shows, run into another folder."""
+    from vos.io import read_video
+
+    frames = iter(read_video(APPLE))
+    for _ in range(10):
+        next(frames)
+    photo = tmp_path / "apple_photo.png"
+    Image.fromarray(next(frames)).resize((648, 360)).save(photo)
+    open_demo(page)
+    page.get_by_role("button", name="Find objects from a photo").click()
+    page.set_input_files("#vos-ref-upload input[type=file]", str(photo))
+    wait_text(page, MSG, "reference photo apple_photo.png: 648×360")
+    click_picture(page, "#vos-ref-frame", 240, 150, (360, 648))
+    wait_text(page, "#vos-ref-objects", "object 1: 1 point(s)")
+    page.locator("#vos-threshold input").fill("0")
+    choose_method(page, "PerSAM (training-free)")
+    track(page, 3)
+    no_traceback(page)
+    assert "3 frame(s) written, 3 complete" in text(page, MSG)
+    assert "object 1: found on frame 0" in text(page, MSG)
+    masks = zip_pngs(download(page, "run-1-masks.zip", tmp_path))
+    states = download(page, "vos_states.jsonl", tmp_path).read_text()
+    assert json.loads(states.splitlines()[0])["objects"]["1"]["found"] is True
+    assert (masks[0] == 1).any()
+
+    command = shlex.split(page.input_value("#vos-command textarea"))
+    assert "--ref-image" in command and "--ref-mask" in command
+    out = tmp_path / "cli"
+    command[command.index("--out") + 1] = str(out)
+    for flag, name in (("--overlay", "cli.mp4"), ("--rle", "cli.jsonl")):
+        command[command.index(flag) + 1] = str(tmp_path / name)
+    ran = run_tool("track", *command[2:-1], "--max-frames", "3", "--no-progress")    # without --resume
+    assert ran.returncode == 0, ran.stderr
+    cli = [np.array(Image.open(p)) for p in sorted(out.glob("0*.png"))]
+    assert len(cli) == 3 and all(np.array_equal(a, b) for a, b in zip(masks, cli))
+    assert (out / "vos_states.jsonl").read_text() == states

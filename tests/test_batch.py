@@ -247,3 +247,36 @@ def test_bad_input_is_one_error_line(root, tmp_path, args, needle):
     args = [a.format(tmp=tmp_path, root=root) for a in args]
     one_error_line(run_tool("batch", *args, "--out", tmp_path / "out", *TRACK_ARGS), needle)
     assert not (tmp_path / "out").exists()
+
+
+def test_one_reference_over_many_videos_locally_and_on_ray(cluster, root, tmp_path):
+    """``--videos`` with a reference photo (blackswan's first frame and mask, resized): every video is searched for
+    it from frame 0 (threshold 0: found there), locally and on Ray with the same PNGs and states; a CSV job list takes
+    the reference per row, for a row without a first-frame mask."""
+    from PIL import Image
+
+    photo, mask = tmp_path / "swan.jpg", tmp_path / "swan.png"
+    Image.open(root / "JPEGImages" / "480p" / "blackswan" / "00000.jpg").resize((427, 240)).save(photo)
+    Image.open(root / "Annotations" / "480p" / "blackswan" / "00000.png").resize((427, 240), Image.NEAREST).save(mask)
+    videos = [root / "JPEGImages" / "480p" / name for name in SEQUENCES]
+    find = ["--ref-image", photo, "--ref-mask", mask, "--detect-threshold", "0", "--max-frames", "3", *TRACK_ARGS]
+    runs = {}
+    for engine in ("local", "ray"):
+        out = tmp_path / engine
+        ray_args = ["--cpus-per-worker", "2"] if engine == "ray" else []   # 2 torch threads, as the local engine
+        ran = run_tool("batch", "--videos", *videos, "--out", out, "--engine", engine, *ray_args, *find)
+        assert ran.returncode == 0, ran.stderr
+        runs[engine] = out
+    for name in SEQUENCES:
+        local_files, ray_files = outputs(runs["local"], name), outputs(runs["ray"], name)
+        assert local_files == ray_files and len(local_files) == 4, name
+        states = [json.loads(line) for line in (runs["local"] / name / "vos_states.jsonl").read_text().splitlines()]
+        assert [s["objects"]["1"]["found"] for s in states] == [True, False, False]
+        assert (runs["ray"] / name / "vos_states.jsonl").read_text() == (runs["local"] / name /
+                                                                          "vos_states.jsonl").read_text()
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text(f"name,video,mask,ref_image,ref_mask\nswan,{videos[1]},,{photo},{mask}\n")
+    ran = run_tool("batch", "--csv", jobs, "--out", tmp_path / "csv", "--detect-threshold", "0", "--max-frames", "3",
+                   *TRACK_ARGS)
+    assert ran.returncode == 0, ran.stderr
+    assert outputs(tmp_path / "csv", "swan") == outputs(runs["local"], "blackswan")

@@ -176,7 +176,7 @@ def test_live_and_prompt_bad_input(tmp_path):
     one_error_line(run_tool("track", "--video", APPLE, "--point", "5,x", *base), "--point '5,x'")
     one_error_line(run_tool("track", "--video", APPLE, "--box", "50,50,40,60", *base), "box (50, 50, 40, 60)",
                    "empty or outside")
-    one_error_line(run_tool("track", "--video", APPLE, *base), "either as a mask file")
+    one_error_line(run_tool("track", "--video", APPLE, *base), "nothing to track", "--ref-image")
     one_error_line(run_tool("track", "--video", APPLE, "--mask", APPLE_MASK, "--realtime", *base),
                    "--realtime is for live sources")
     assert not (tmp_path / "o").exists()

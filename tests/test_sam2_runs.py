@@ -72,6 +72,6 @@ def test_prompts_with_sam2s_decoder_and_options_that_do_not_apply(tmp_path):
     base = ["--video", FRAMES, "--mask", MASK, "--out", tmp_path / "o", *SAM2]
     one_error_line(run_tool("track", *base, "--method", "persam"), "method 'persam' runs on SAM-family models",
                    "sam2.1_hiera_tiny_256")
-    one_error_line(run_tool("track", *base, "--absence-threshold", "1"), "absence_threshold",
+    one_error_line(run_tool("track", *base, "--refind-lost"), "refind_lost",
                    "apply to the PerSAM methods")
     assert not (tmp_path / "o").exists()

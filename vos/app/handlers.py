@@ -13,11 +13,13 @@ import gradio as gr
 
 from vos.app.config import AppConfig
 from vos.app.models import ModelCache
-from vos.app.render import first_frame_view, frame_point, message, object_choices, object_list, progress, track_view
-from vos.app.runner import RunJob, command_line, downloads, new_run, resumed
-from vos.app.session import ModelSource, Session, Source, open_source
+from vos.app.render import (first_frame_view, frame_point, message, object_choices, object_list, progress,
+                            states_line, track_view)
+from vos.app.runner import Find, RunJob, command_line, downloads, new_run, resumed
+from vos.app.session import ModelSource, Objects, Session, Source, open_source
 from vos.errors import InputError, VosError
-from vos.runs import TrackRun
+from vos.runs import ObjectHistory, TrackRun
+from vos.trackers.options import DEFAULT_DETECT_THRESHOLD
 
 log = logging.getLogger(__name__)
 #: Seconds between two looks at a run's progress when no frame arrives (a Stop shows at least this fast).
@@ -60,27 +62,12 @@ class Handlers:
         self.config, self.models = config, models
         self._runs: Dict[str, RunJob] = {}
         self._lock = threading.Lock()
+        self.first, self.reference = CanvasEvents(self, "first"), CanvasEvents(self, "reference")
 
     # -- helpers ----------------------------------------------------------------------------------------------
     def _model(self, name: str) -> ModelSource:
         options = self.config.model_for(name)
         return lambda: (options, self.models.get(options))
-
-    @staticmethod
-    def _editor(session: Session, text: str = "", error: bool = False) -> tuple:
-        """(first frame, object list, object selector, message)."""
-        image = None if session.source is None else first_frame_view(session.source.frame, session.labels,
-                                                                      session.objects, session.corner)
-        choices, value = object_choices(session.objects)
-        return image, object_list(session.objects), gr.Dropdown(choices=choices, value=value), message(text, error)
-
-    def _edit(self, session: Session, action: Callable[[], str]) -> tuple:
-        """Run an edit; its message, or its error's, under the updated first frame."""
-        with session.busy:
-            try:
-                return self._editor(session, action())
-            except Exception as err:
-                return self._editor(session, _failure(err), error=True)
 
     # -- the source -------------------------------------------------------------------------------------------
     def _open(self, session: Session, video: str, name: Optional[str] = None) -> str:
@@ -93,7 +80,7 @@ class Handlers:
                 raise InputError(f"the demo video {self.config.demo} is not here (it ships with the source "
                                  f"repository as demo/apple.mp4)")
             return self._open(session, str(self.config.demo), self.config.demo.name)
-        return self._edit(session, action)
+        return self.first._edit(session, action)
 
     def open_upload(self, session: Session, upload: Optional[str]) -> tuple:
         def action() -> str:
@@ -101,93 +88,62 @@ class Handlers:
                 raise InputError("no file was uploaded")
             path = Path(upload)
             return self._open(session, str(session.keep_upload(path, self.config.out)), path.name)
-        return self._edit(session, action) + (None,)       # the upload box is emptied for the next file
+        return self.first._edit(session, action) + (None,)       # the upload box is emptied for the next file
 
     def open_path(self, session: Session, text: str) -> tuple:
         def action() -> str:
             if not text.strip():
                 raise InputError("type a video path, a frame folder, a stream URL or camera:N first")
             return self._open(session, text.strip())
-        return self._edit(session, action)
+        return self.first._edit(session, action)
 
     def prepare(self, session: Session, model_name: str) -> tuple:
         """After a source opens: load the model and encode the first frame, so that the first click is fast."""
         def action() -> str:
             source = session.require_source()
             options, model = self._model(model_name)()
-            session.features(options, model)
+            session.first.features(options, model)
             live = " (a live source: tracking starts on the frame received then)" if source.live else ""
             return f"{_describe(source)}{live} · click on an object, or upload its mask"
         if session.source is None:
             return (gr.skip(),) * 4
-        return self._edit(session, action)
+        return self.first._edit(session, action)
 
     def change_model(self, session: Session, model_name: str) -> tuple:
-        """Another model: its default method, and the masks of the clicks so far under it."""
+        """Another model: its default method, and the masks of the clicks so far under it (first frame, then the
+        reference photo)."""
         def action() -> str:
             model = self._model(model_name)
-            if session.source is not None:
-                session.features(*model())
-                session.refresh(model)
-            return f"model {model_name}" + (" · masks recomputed" if session.objects.items else "")
-        return (gr.Dropdown(value=self.config.default_method(model_name)),) + self._edit(session, action)
+            canvases = [c for c in (session.first, session.reference) if c is not None]
+            for canvas in canvases:
+                canvas.features(*model())
+                canvas.refresh(model)
+            return f"model {model_name}" + (" · masks recomputed" if any(c.objects.items for c in canvases) else "")
+        edit = self.first._edit(session, action)
+        return (gr.Dropdown(value=self.config.default_method(model_name)),) + edit + self.reference.view(session)[:3]
 
-    # -- objects ----------------------------------------------------------------------------------------------
-    def click(self, session: Session, mode: str, model_name: str, evt: gr.SelectData) -> tuple:
-        """A click on the first frame's picture (``evt.index`` = ``[x, y]`` pixels of it, border included)."""
-        def action() -> str:
-            source = session.require_source()
-            if evt.index is None:
-                raise InputError("the click is outside the frame: click on the picture")
-            x, y = frame_point(evt.index, source.size)
-            if mode == "box":
-                done = session.add_corner(x, y, self._model(model_name))
-                return (f"box of object {session.objects.current}" if done
-                        else f"first corner at ({x:g}, {y:g}): click the opposite corner")
-            session.add_point(x, y, _MODES[mode], self._model(model_name))
-            return f"object {session.objects.current}: {session.objects.get(session.objects.current).describe()}"
-        return self._edit(session, action)
-
-    def choose(self, session: Session, value: Optional[str]) -> tuple:
-        def action() -> str:
-            session.choose(None if value in (None, "new") else int(value))
-            return ""
-        return self._edit(session, action)
-
-    def new_object(self, session: Session) -> tuple:
-        def action() -> str:
-            session.choose(None)
-            return "the next click starts a new object"
-        return self._edit(session, action)
-
-    def remove(self, session: Session, value: Optional[str], model_name: str) -> tuple:
-        def action() -> str:
-            if value in (None, "new"):
-                raise InputError("choose the object to remove in the object list first")
-            session.remove(int(value), self._model(model_name))
-            return f"object {value} removed"
-        return self._edit(session, action)
-
-    def undo(self, session: Session, model_name: str) -> tuple:
-        def action() -> str:
-            session.undo(self._model(model_name))
-            return "undone"
-        return self._edit(session, action)
-
-    def upload_mask(self, session: Session, upload: Optional[str], model_name: str) -> tuple:
+    def open_reference(self, session: Session, upload: Optional[str], model_name: str) -> tuple:
+        """A reference photo of objects to find: shown, encoded, ready for clicks or a mask."""
         def action() -> str:
             if upload is None:
-                return ""
-            ids = session.add_mask(Path(upload), Path(upload).name, self._model(model_name))
-            return f"{Path(upload).name}: object(s) {', '.join(map(str, ids))} added"
-        return self._edit(session, action) + (None,)
+                raise InputError("no file was uploaded")
+            path = Path(upload)
+            session.open_reference(path, path.name, self.config.out)
+            session.reference.features(*self._model(model_name)())
+            height, width = session.reference.size
+            return (f"reference photo {path.name}: {width}×{height} · click on the objects to find, or upload "
+                    f"their mask")
+        return self.reference._edit(session, action) + (None,)
 
     # -- tracking ---------------------------------------------------------------------------------------------
-    def track(self, session: Session, model_name: str, method: str, max_frames: Optional[str],
-              request: gr.Request) -> Iterator[tuple]:
+    def track(self, session: Session, model_name: str, method: str, max_frames: Optional[str], redetect: bool,
+              threshold: Optional[float], request: gr.Request) -> Iterator[tuple]:
         """Track: (preview, progress, message, downloads, command line) as each frame completes."""
-        yield from self._follow(session, request, lambda: new_run(
-            session, self.config.out, self.config.model_for(model_name), method, _frames(max_frames)))
+        def run() -> TrackRun:
+            find = Find(bool(redetect), DEFAULT_DETECT_THRESHOLD if threshold is None else float(threshold))
+            return new_run(session, self.config.out, self.config.model_for(model_name), method, _frames(max_frames),
+                           find)
+        yield from self._follow(session, request, run)
 
     def resume(self, session: Session, max_frames: Optional[str], request: gr.Request) -> Iterator[tuple]:
         """Continue the session's last run after its last complete frame."""
@@ -216,7 +172,8 @@ class Handlers:
                 before = seen
                 seen, event = job.wait(seen, POLL)
                 if seen > before:
-                    yield track_view(event), progress(seen, event.total, "", event.seconds), skip, skip, skip
+                    yield (track_view(event), progress(seen, event.total, states_line(event), event.seconds), skip,
+                           skip, skip)
             yield self._finished(job)
         finally:
             if not job.done:                # the generator was closed: the page went away or was cancelled
@@ -243,7 +200,9 @@ class Handlers:
             return preview, progress(job.frames, None, "failed"), message(_failure(job.error), True), files, command
         how = "" if summary.complete else f" ({summary.stopped}; Resume or the command below continues)"
         live = "" if summary.live is None else f"; {summary.live.line()}"
-        text = f"{summary.written} frame(s) written, {summary.frames} complete in {run.out}{how}{live}"
+        found = ObjectHistory.line_of(summary.objects)
+        text = (f"{summary.written} frame(s) written, {summary.frames} complete in {run.out}{how}{live}"
+                + (f" · {found}" if found else ""))
         return preview, progress(summary.frames, summary.frames, summary.stopped), message(text), files, command
 
     def stop(self, session: Session) -> str:
@@ -258,3 +217,80 @@ class Handlers:
             job = self._runs.get(request.session_hash)
         if job is not None:
             job.stop.request("the page was closed")
+
+
+class CanvasEvents:
+    """The events of one image of the page that objects are put on: ``which`` = ``"first"`` (the first frame: the
+    objects to track from there) or ``"reference"`` (a reference photo: the objects to find)."""
+
+    def __init__(self, handlers: Handlers, which: str):
+        self.h, self.which = handlers, which
+
+    def view(self, session: Session, text: str = "", error: bool = False) -> tuple:
+        """(image, object list, object selector, message)."""
+        canvas = session.first if self.which == "first" else session.reference
+        empty = "click on the first frame" if self.which == "first" else "click on the reference photo"
+        if canvas is None:
+            return None, object_list(Objects(), empty), gr.Dropdown(choices=[("new object", "new")], value="new"), \
+                message(text, error)
+        image = first_frame_view(canvas.image, canvas.labels, canvas.objects, canvas.corner)
+        choices, value = object_choices(canvas.objects)
+        return (image, object_list(canvas.objects, empty), gr.Dropdown(choices=choices, value=value),
+                message(text, error))
+
+    def _edit(self, session: Session, action: Callable[[], str]) -> tuple:
+        """Run an edit; its message, or its error's, under the updated image."""
+        with session.busy:
+            try:
+                return self.view(session, action())
+            except Exception as err:
+                return self.view(session, _failure(err), error=True)
+
+    def click(self, session: Session, mode: str, model_name: str, evt: gr.SelectData) -> tuple:
+        """A click on the picture (``evt.index`` = ``[x, y]`` pixels of it, border included)."""
+        def action() -> str:
+            canvas = session.canvas(self.which)
+            if evt.index is None:
+                raise InputError(f"the click is outside the {canvas.what}: click on the picture")
+            x, y = frame_point(evt.index, canvas.size)
+            if mode == "box":
+                done = canvas.add_corner(x, y, self.h._model(model_name))
+                return (f"box of object {canvas.objects.current}" if done
+                        else f"first corner at ({x:g}, {y:g}): click the opposite corner")
+            canvas.add_point(x, y, _MODES[mode], self.h._model(model_name))
+            return f"object {canvas.objects.current}: {canvas.objects.get(canvas.objects.current).describe()}"
+        return self._edit(session, action)
+
+    def choose(self, session: Session, value: Optional[str]) -> tuple:
+        def action() -> str:
+            session.canvas(self.which).choose(None if value in (None, "new") else int(value))
+            return ""
+        return self._edit(session, action)
+
+    def new_object(self, session: Session) -> tuple:
+        def action() -> str:
+            session.canvas(self.which).choose(None)
+            return "the next click starts a new object"
+        return self._edit(session, action)
+
+    def remove(self, session: Session, value: Optional[str], model_name: str) -> tuple:
+        def action() -> str:
+            if value in (None, "new"):
+                raise InputError("choose the object to remove in the object list first")
+            session.canvas(self.which).remove(int(value), self.h._model(model_name))
+            return f"object {value} removed"
+        return self._edit(session, action)
+
+    def undo(self, session: Session, model_name: str) -> tuple:
+        def action() -> str:
+            session.canvas(self.which).undo(self.h._model(model_name))
+            return "undone"
+        return self._edit(session, action)
+
+    def upload_mask(self, session: Session, upload: Optional[str], model_name: str) -> tuple:
+        def action() -> str:
+            if upload is None:
+                return ""
+            ids = session.canvas(self.which).add_mask(Path(upload), Path(upload).name, self.h._model(model_name))
+            return f"{Path(upload).name}: object(s) {', '.join(map(str, ids))} added"
+        return self._edit(session, action) + (None,)

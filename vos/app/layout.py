@@ -10,6 +10,7 @@ from vos.app.handlers import Handlers
 from vos.app.models import ModelCache
 from vos.app.render import message, object_list, progress
 from vos.app.session import Objects, Session
+from vos.trackers.options import DEFAULT_DETECT_THRESHOLD
 
 CSS = """
 .vos-message { min-height: 1.5em; padding: 0.3em 0.6em; border-radius: 4px; }
@@ -22,8 +23,10 @@ CSS = """
 """
 INTRO = ("## vos: follow objects through a video\n"
          "Open a video, click on each object (a point on it, points on the background to correct, or a box), "
-         "press **Track**. Masks come from Segment Anything's prompt decoder; the run folder is the same as "
-         "`vos track`'s, so either can resume it.")
+         "press **Track**. Or find your own object: upload a photo of it under *Find objects from a photo*, click "
+         "it there; it is searched for on every frame, tracked once found, and found again when it comes back. "
+         "Masks come from the model's prompt decoder; the run folder is the same as `vos track`'s, so either can "
+         "resume it.")
 _MODES = [("object point (+)", "positive"), ("background point (−)", "negative"), ("box: two corners", "box")]
 
 
@@ -66,6 +69,28 @@ def build(config: AppConfig, models: ModelCache) -> gr.Blocks:
                     undo_button = gr.Button("Undo", size="sm", elem_id="vos-undo")
                     remove_button = gr.Button("Remove object", size="sm", elem_id="vos-remove")
                 objects = gr.HTML(object_list(Objects()), elem_id="vos-objects")
+        with gr.Accordion("Find objects from a photo (optional)", open=False, elem_id="vos-find"):
+            with gr.Row():
+                with gr.Column(scale=1, min_width=280):
+                    ref_upload = gr.File(label="Upload a reference photo", type="filepath", height=140,
+                                         elem_id="vos-ref-upload")
+                    ref_mask = gr.File(label="…and its mask (PNG), or click the objects on it", type="filepath",
+                                       height=140, elem_id="vos-ref-mask")
+                    redetect = gr.Checkbox(label="Also find the first frame's objects again when they are lost",
+                                           elem_id="vos-redetect")
+                    threshold = gr.Number(value=DEFAULT_DETECT_THRESHOLD, minimum=0, label="Detection threshold "
+                                          "(score in [0, 1])", elem_id="vos-threshold")
+                with gr.Column(scale=3):
+                    ref_frame = gr.Image(label="Reference photo: click the objects to find", interactive=False,
+                                         format="jpeg", buttons=["fullscreen"], elem_id="vos-ref-frame")
+                    with gr.Row():
+                        ref_current = gr.Dropdown([("new object", "new")], value="new", label="Clicks go to",
+                                                  elem_id="vos-ref-current", scale=1)
+                        ref_new = gr.Button("New object", size="sm", elem_id="vos-ref-new")
+                        ref_undo = gr.Button("Undo", size="sm", elem_id="vos-ref-undo")
+                        ref_remove = gr.Button("Remove object", size="sm", elem_id="vos-ref-remove")
+                    ref_objects = gr.HTML(object_list(Objects(), "click on the reference photo"),
+                                          elem_id="vos-ref-objects")
         with gr.Row(equal_height=True):
             max_frames = gr.Textbox(label="Frames to track (empty: all)", placeholder="all", max_lines=1,
                                     elem_id="vos-max-frames")
@@ -86,15 +111,21 @@ def build(config: AppConfig, models: ModelCache) -> gr.Blocks:
                                            (open_button.click, h.open_path, [session, path], editor),
                                            (path.submit, h.open_path, [session, path], editor)):
             event(fn, inputs, outputs).then(h.prepare, [session, model], editor)
-        frame.select(h.click, [session, mode, model], editor, trigger_mode="multiple")
-        current.input(h.choose, [session, current], editor)
-        new_button.click(h.new_object, [session], editor)
-        undo_button.click(h.undo, [session, model], editor)
-        remove_button.click(h.remove, [session, current, model], editor)
-        mask.upload(h.upload_mask, [session, mask, model], editor + [mask])
-        model.input(h.change_model, [session, model], [method] + editor)
+        ref_editor = [ref_frame, ref_objects, ref_current, note]
+        for events, view, picture, selector, new, undo, remove, upload in (
+                (h.first, editor, frame, current, new_button, undo_button, remove_button, mask),
+                (h.reference, ref_editor, ref_frame, ref_current, ref_new, ref_undo, ref_remove, ref_mask)):
+            picture.select(events.click, [session, mode, model], view, trigger_mode="multiple")
+            selector.input(events.choose, [session, selector], view)
+            new.click(events.new_object, [session], view)
+            undo.click(events.undo, [session, model], view)
+            remove.click(events.remove, [session, selector, model], view)
+            upload.upload(events.upload_mask, [session, upload, model], view + [upload])
+        ref_upload.upload(h.open_reference, [session, ref_upload, model], ref_editor + [ref_upload])
+        model.input(h.change_model, [session, model], [method] + editor + ref_editor[:3])
         run_outputs = [preview, bar, note, files, command]
-        track_button.click(h.track, [session, model, method, max_frames], run_outputs, show_progress="hidden")
+        track_button.click(h.track, [session, model, method, max_frames, redetect, threshold], run_outputs,
+                           show_progress="hidden")
         resume_button.click(h.resume, [session, max_frames], run_outputs, show_progress="hidden")
         stop_button.click(h.stop, [session], [note], show_progress="hidden")
         page.unload(h.unload)

@@ -12,7 +12,9 @@ import numpy as np
 
 from vos.app.session import AppObject, Objects
 from vos.io import DAVIS_PALETTE, draw_overlay
+from vos.io.writers import draw_notes
 from vos.runs import FrameEvent
+from vos.trackers.result import finding
 
 _POSITIVE, _NEGATIVE, _WHITE, _BORDER = (40, 220, 60), (235, 40, 40), (255, 255, 255), (128, 128, 128)
 
@@ -87,17 +89,27 @@ def first_frame_view(frame: np.ndarray, labels: Optional[np.ndarray], objects: O
 
 
 def track_view(event: FrameEvent) -> np.ndarray:
-    """A tracked frame as in the overlay video."""
-    return draw_overlay(event.frame, event.label_map)
+    """A tracked frame as in the overlay video, with each object's state where the run has objects to find."""
+    image = draw_overlay(event.frame, event.label_map)
+    if event.result is not None and finding(event.result.states):
+        image = draw_notes(image, [(i, f"{i}: {s.note}") for i, s in event.result.states.items()])
+    return image
 
 
-def object_list(objects: Objects) -> str:
+def states_line(event: FrameEvent) -> str:
+    """``object 1 searching 0.12 · object 2 tracking`` of a frame whose run has objects to find (else empty)."""
+    if event.result is None or not finding(event.result.states):
+        return ""
+    return " · ".join(f"object {i} {s.note}" for i, s in event.result.states.items())
+
+
+def object_list(objects: Objects, empty: str = "click on the first frame") -> str:
     """HTML: one line per object (colour swatch, ``object N``, its prompts), and where the next click goes."""
     lines = [f'<li data-object-id="{o.obj_id}"><span class="vos-swatch" style="background:rgb{_colour(o.obj_id)}">'
              f'</span>object {o.obj_id}: {html.escape(o.describe())}</li>' for o in objects.items]
     target = (f"object {objects.current}" if objects.get(objects.current) is not None
               else f"a new object ({objects.next_id() if len(objects.items) < 255 else 'none free'})")
-    body = "".join(lines) or "<li>no object yet: click on the first frame</li>"
+    body = "".join(lines) or f"<li>no object yet: {html.escape(empty)}</li>"
     return f'<ul class="vos-objects">{body}</ul><p class="vos-target">Clicks go to {html.escape(target)}.</p>'
 
 

@@ -3,8 +3,9 @@ builds), :func:`vos.runs.track` in a worker thread whose newest frame the page p
 to download.
 
 Each run of a session is ``<session folder>/run-N/`` (the run folder: palette PNGs, ``vos_run.json``,
-``vos_state.pt``) with ``run-N.mp4`` (overlay), ``run-N.jsonl`` (RLE), ``run-N-masks.zip`` (the PNGs) and, when
-the first frame has uploaded masks, ``run-N-first-frame.png`` beside it.
+``vos_states.jsonl``, ``vos_state.pt``) with ``run-N.mp4`` (overlay), ``run-N.jsonl`` (RLE), ``run-N-masks.zip``
+(the PNGs) and, when the first frame has uploaded masks, ``run-N-first-frame.png`` beside it; with a reference
+photo, ``run-N-reference-mask.png`` (its objects) and the photo in the session's ``uploads/``.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import logging
 import shlex
 import threading
 import zipfile
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
@@ -21,9 +22,9 @@ import torch.nn as nn
 from vos.app.session import Session
 from vos.errors import InputError, VosError
 from vos.io import save_palette_png
-from vos.runs import RUN_FILE, FrameEvent, RunSummary, StopControl, TrackRun, completed_frames, track
-from vos.runs.options import ModelOptions
-from vos.trackers import TrackerOptions
+from vos.runs import RUN_FILE, STATES_FILE, FrameEvent, RunSummary, StopControl, TrackRun, completed_frames, track
+from vos.runs.options import ModelOptions, ReferencePhoto
+from vos.trackers.options import DEFAULT_DETECT_THRESHOLD, TrackerOptions
 
 log = logging.getLogger(__name__)
 
@@ -35,23 +36,44 @@ def _next_run_name(folder: Path) -> str:
     return f"run-{n}"
 
 
-def new_run(session: Session, out: Path, model: ModelOptions, method: str, max_frames: Optional[int]) -> TrackRun:
-    """The run of the session's source and objects: the prompts (as ``--point`` / ``--box`` would give them) when
-    every object comes from clicks, else the first-frame label map shown, saved as a palette PNG."""
+@dataclass(frozen=True)
+class Find:
+    """The page's options for objects with references: ``redetect`` (the first frame's objects become references
+    too) and the ``detect_threshold``."""
+
+    redetect: bool = False
+    detect_threshold: float = DEFAULT_DETECT_THRESHOLD
+
+
+def new_run(session: Session, out: Path, model: ModelOptions, method: str, max_frames: Optional[int],
+            find: Find = Find()) -> TrackRun:
+    """The run of the session's source and objects: on the first frame, the prompts (as ``--point`` / ``--box``
+    would give them) when every object comes from clicks, else the label map shown, saved as a palette PNG; on the
+    reference photo, its label map saved as a palette PNG beside the photo (``--ref-image`` / ``--ref-mask``)."""
     source = session.require_source()
-    if session.labels is None:
-        raise InputError("no object yet: click on the first frame (or upload a mask) before tracking")
+    reference = session.reference if session.reference is not None and session.reference.labels is not None else None
+    first = session.first
+    if first.labels is None and reference is None:
+        raise InputError("no object yet: click on the first frame (or upload a mask), or on a reference photo, "
+                         "before tracking")
     folder = session.session_folder(out)
     name = _next_run_name(folder)
-    prompts = tuple(o.prompt for o in session.objects.items)
+    prompts = tuple(o.prompt for o in first.objects.items)
     mask = None
     if any(p is None for p in prompts):
         mask = folder / f"{name}-first-frame.png"
-        save_palette_png(mask, session.labels)
+        save_palette_png(mask, first.labels)
         prompts = ()
+    references = ()
+    if reference is not None:
+        ref_mask = folder / f"{name}-reference-mask.png"
+        save_palette_png(ref_mask, reference.labels)
+        references = (ReferencePhoto(str(session.reference_file), str(ref_mask)),)
+    tracker = TrackerOptions(method=method, detect_threshold=find.detect_threshold)
     return TrackRun(video=source.video, mask=None if mask is None else str(mask), prompts=prompts,
                     out=folder / name, overlay=folder / f"{name}.mp4", rle=folder / f"{name}.jsonl",
-                    max_frames=max_frames, tracker=TrackerOptions(method=method), model=model)
+                    max_frames=max_frames, tracker=tracker, model=model, references=references,
+                    redetect=find.redetect and first.labels is not None)
 
 
 def resumed(run: TrackRun, max_frames: Optional[int]) -> TrackRun:
@@ -114,7 +136,7 @@ def downloads(run: TrackRun) -> List[Path]:
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
         for png in sorted(run.out.glob("[0-9]*.png")):
             zf.write(png, f"{run.out.name}/{png.name}")
-    files = [archive, run.overlay, run.rle, run.out / RUN_FILE]
+    files = [archive, run.overlay, run.rle, run.out / RUN_FILE, run.out / STATES_FILE]
     return [p for p in files if p is not None and p.is_file()]
 
 
@@ -129,6 +151,11 @@ def command_line(run: TrackRun) -> str:
             args += ["--point", f"{x:g},{y:g},{label}"]
         if prompt.box is not None:
             args += ["--box", ",".join(f"{v:g}" for v in prompt.box)]
+    for ref in run.references:
+        args += ["--ref-image", ref.image, "--ref-mask", ref.mask]
+    args += ["--redetect"] if run.redetect else []
+    if run.references or run.redetect:
+        args += ["--detect-threshold", repr(run.tracker.detect_threshold)]
     for flag, path in (("--overlay", run.overlay), ("--rle", run.rle)):
         if path is not None:
             args += [flag, str(path)]

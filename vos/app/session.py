@@ -1,7 +1,9 @@
-"""One browser session's state: the source and its first frame, the first frame's objects (clicks and boxes for
-SAM's prompt decoder, or uploaded masks) with undo, the frame's cached features, the session's folder and run.
+"""One browser session's state: the source and its first frame, the objects put on the first frame and on a
+reference photo (clicks and boxes for the model's prompt decoder, or uploaded masks) with undo, each image's cached
+features, the session's folder and run.
 
-Coordinates are first-frame pixels in ``(x, y)`` order (x = column, y = row); a box is ``(x0, y0, x1, y1)``.
+Coordinates are pixels of the image clicked on in ``(x, y)`` order (x = column, y = row); a box is
+``(x0, y0, x1, y1)``.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import numpy as np
 import torch.nn as nn
 
 from vos.errors import InputError, MaskError, VideoError, VosError
-from vos.io import load_label_map, read_video
+from vos.io import load_label_map, read_rgb, read_video
 from vos.prompts import Box, ObjectPrompt, masks_from_prompts
 from vos.runs import ModelOptions
 
@@ -134,72 +136,40 @@ def first_frame_labels(objects: Objects, frame: np.ndarray, decode: Callable[[Li
     return labels
 
 
-class Session:
-    """The state of one browser session (a ``gr.State``: Gradio deep-copies the initial value for each browser
-    session, and that copy is a new, empty session)."""
+class Canvas:
+    """An image that objects are put on, by clicks and boxes (through the model's prompt decoder) or uploaded masks,
+    with undo: the first frame of the source, or a reference photo. ``what`` names it in messages."""
 
-    def __init__(self) -> None:
-        self.source: Optional[Source] = None
+    def __init__(self, image: np.ndarray, what: str) -> None:
+        self.image, self.what = image, what
         self.objects = Objects()
         self.labels: Optional[np.ndarray] = None
         self.corner: Optional[Tuple[float, float]] = None   # the first corner of a box being drawn
-        self.folder: Optional[Path] = None
-        self.job: Any = None                                # the latest run (vos.app.runner.RunJob)
         self._history: List[Objects] = []
         self._features: Optional[Tuple[ModelOptions, Any]] = None
         self._lock = threading.Lock()
-        #: Held by each event that reads or changes the session (Gradio may run two events of a page at once).
-        self.busy = threading.RLock()
 
-    def __deepcopy__(self, memo) -> "Session":
-        return Session()
-
-    # -- the source -------------------------------------------------------------------------------------------
-    def open(self, source: Source) -> None:
-        """Start over on ``source``: no objects, no history."""
-        with self._lock:
-            self.source, self._features = source, None
-        self.objects, self.labels, self.corner, self._history = Objects(), None, None, []
-
-    def session_folder(self, out: Path) -> Path:
-        """This session's folder under ``out`` (created on first use)."""
-        if self.folder is None:
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            self.folder = Path(out) / f"session-{stamp}-{secrets.token_hex(3)}"
-            self.folder.mkdir(parents=True, exist_ok=True)
-        return self.folder
-
-    def keep_upload(self, upload: Path, out: Path) -> Path:
-        """A copy of an uploaded file in the session folder (the run settings name it; resuming needs it)."""
-        folder = self.session_folder(out) / "uploads"
-        folder.mkdir(exist_ok=True)
-        target = folder / f"{secrets.token_hex(3)}-{upload.name}"
-        shutil.copyfile(upload, target)
-        return target
-
-    def require_source(self) -> Source:
-        if self.source is None:
-            raise InputError("open a video first: upload one, give a path or stream, or take the demo video")
-        return self.source
+    @property
+    def size(self) -> Tuple[int, int]:
+        """``(height, width)``."""
+        return self.image.shape[0], self.image.shape[1]
 
     # -- features and masks -----------------------------------------------------------------------------------
     def features(self, options: ModelOptions, model: nn.Module):
-        """The first frame's features under ``model`` (computed once per source and model)."""
-        from vos.trackers import Tracker
+        """The image's features under ``model`` (computed once per image and model)."""
+        from vos.models.backend import backend_for
 
-        source = self.require_source()
         with self._lock:
             if self._features is None or self._features[0] != options:
-                self._features = (options, Tracker(model).features(source.frame))
+                self._features = (options, backend_for(model).encode(self.image))
             return self._features[1]
 
     def _labels(self, objects: Objects, model: ModelSource) -> Optional[np.ndarray]:
         def decode(prompts: List[ObjectPrompt]) -> np.ndarray:
             options, net = model()
-            return masks_from_prompts(net, frame, prompts, self.features(options, net))
+            return masks_from_prompts(net, self.image, prompts, self.features(options, net))
 
-        frame = self.require_source().frame
-        return first_frame_labels(objects, frame, decode)
+        return first_frame_labels(objects, self.image, decode)
 
     def _apply(self, objects: Objects, model: ModelSource) -> None:
         """Make ``objects`` current if their masks can be computed (else the error, nothing changed)."""
@@ -213,10 +183,10 @@ class Session:
 
     # -- edits ------------------------------------------------------------------------------------------------
     def _check_inside(self, x: float, y: float) -> None:
-        height, width = self.require_source().size
+        height, width = self.size
         if not (0 <= x < width and 0 <= y < height):
-            raise InputError(f"the click ({x:g}, {y:g}) is outside the frame ({width}×{height}, W×H): click on "
-                             f"the picture")
+            raise InputError(f"the click ({x:g}, {y:g}) is outside the {self.what} ({width}×{height}, W×H): click "
+                             f"on the picture")
 
     def _target(self) -> AppObject:
         """The object the next prompt goes to (a new one when none is chosen)."""
@@ -229,7 +199,6 @@ class Session:
 
     def add_point(self, x: float, y: float, label: int, model: ModelSource) -> None:
         """A click on ``(x, y)``: on the object (``label`` 1) or the background (0) of the current object."""
-        self.require_source()
         self._check_inside(x, y)
         obj = self._target()
         self._apply(self.objects.put(replace(obj, points=obj.points + ((float(x), float(y), int(label)),)),
@@ -238,7 +207,6 @@ class Session:
     def add_corner(self, x: float, y: float, model: ModelSource) -> bool:
         """A box corner: the first click is remembered, the second sets the current object's box. True when the
         box is complete."""
-        self.require_source()
         self._check_inside(x, y)
         if self.corner is None:
             self._target()
@@ -252,14 +220,13 @@ class Session:
     def add_mask(self, path: Path, name: str, model: ModelSource) -> List[int]:
         """Each object of an uploaded mask PNG (palette index = id; binary = one object) as a new object;
         returns the new ids."""
-        source = self.require_source()
         try:
             mask = load_label_map(path)
         except VosError as err:
             raise type(err)(str(err).replace(str(path), name)) from None
-        if mask.shape != source.size:
-            raise MaskError(f"{name}: the mask is {mask.shape[1]}×{mask.shape[0]} (W×H) but the frame is "
-                            f"{source.size[1]}×{source.size[0]}: upload a mask of the first frame's size")
+        if mask.shape != self.size:
+            raise MaskError(f"{name}: the mask is {mask.shape[1]}×{mask.shape[0]} (W×H) but the {self.what} is "
+                            f"{self.size[1]}×{self.size[0]}: upload a mask of the {self.what}'s size")
         values = [int(v) for v in np.unique(mask) if v != 0]
         if not values:
             raise MaskError(f"{name}: no object in the mask (every pixel is background, 0)")
@@ -290,3 +257,62 @@ class Session:
         self.labels = self._labels(objects, model)
         self.objects = objects
         self._history.pop()
+
+
+class Session:
+    """The state of one browser session (a ``gr.State``: Gradio deep-copies the initial value for each browser
+    session, and that copy is a new, empty session): the source and its first frame's :class:`Canvas`, a reference
+    photo's :class:`Canvas` (objects to find), the session's folder and its latest run."""
+
+    def __init__(self) -> None:
+        self.source: Optional[Source] = None
+        self.first: Optional[Canvas] = None
+        self.reference: Optional[Canvas] = None
+        self.reference_file: Optional[Path] = None
+        self.folder: Optional[Path] = None
+        self.job: Any = None                                # the latest run (vos.app.runner.RunJob)
+        #: Held by each event that reads or changes the session (Gradio may run two events of a page at once).
+        self.busy = threading.RLock()
+
+    def __deepcopy__(self, memo) -> "Session":
+        return Session()
+
+    def open(self, source: Source) -> None:
+        """Start over on ``source``: no objects on its first frame, no history (the reference photo stays)."""
+        self.source, self.first = source, Canvas(source.frame, "frame")
+
+    def open_reference(self, photo: Path, name: str, out: Path) -> None:
+        """A reference photo (kept in the session folder: the run settings name it), with no objects yet."""
+        image = read_rgb(photo, f"reference photo {name}")
+        self.reference_file = self.keep_upload(photo, out)
+        self.reference = Canvas(image, "reference photo")
+
+    def canvas(self, which: str) -> Canvas:
+        """``"first"`` (the first frame) or ``"reference"`` (the reference photo)."""
+        if which == "reference":
+            if self.reference is None:
+                raise InputError("upload a reference photo first")
+            return self.reference
+        self.require_source()
+        return self.first
+
+    def session_folder(self, out: Path) -> Path:
+        """This session's folder under ``out`` (created on first use)."""
+        if self.folder is None:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            self.folder = Path(out) / f"session-{stamp}-{secrets.token_hex(3)}"
+            self.folder.mkdir(parents=True, exist_ok=True)
+        return self.folder
+
+    def keep_upload(self, upload: Path, out: Path) -> Path:
+        """A copy of an uploaded file in the session folder (the run settings name it; resuming needs it)."""
+        folder = self.session_folder(out) / "uploads"
+        folder.mkdir(exist_ok=True)
+        target = folder / f"{secrets.token_hex(3)}-{upload.name}"
+        shutil.copyfile(upload, target)
+        return target
+
+    def require_source(self) -> Source:
+        if self.source is None:
+            raise InputError("open a video first: upload one, give a path or stream, or take the demo video")
+        return self.source

@@ -1,24 +1,28 @@
-"""Job lists of a batch: one job per video (a video file or a frame folder, its first-frame mask, its name), read
-from a DAVIS 2017 root, a YouTube-VOS root or a CSV manifest. Nothing is decoded here."""
+"""Job lists of a batch: one job per video (a video file or a frame folder, its first-frame mask and / or reference
+photos, its name), read from a DAVIS 2017 root, a YouTube-VOS root, a CSV manifest or a list of videos. Nothing is
+decoded here."""
 from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from vos.errors import DatasetError, InputError
+from vos.runs.options import ReferencePhoto
 
 
 @dataclass(frozen=True)
 class Job:
     """One video of a batch: ``name`` (unique: its run folder is ``<out>/<name>``), ``video`` (file or frame
-    folder), ``mask`` (first-frame mask file), ``frames`` (the video's length when the layout says, else None)."""
+    folder), ``mask`` (first-frame mask file, or None), ``frames`` (the video's length when the layout says, else
+    None), ``references`` (photos of objects to find in this video, besides the batch's own)."""
 
     name: str
     video: str
-    mask: str
+    mask: Optional[str]
     frames: Optional[int] = None
+    references: Tuple[ReferencePhoto, ...] = ()
 
 
 def davis_jobs(root, set: str = "val", resolution: str = "480p",
@@ -66,10 +70,13 @@ def youtube_vos_jobs(root, split: str = "valid") -> List[Job]:
 
 
 CSV_COLUMNS = ("name", "video", "mask")
+#: Optional columns of a CSV job list: a reference photo and its mask (for rows without a mask, or besides it).
+CSV_REFERENCE_COLUMNS = ("ref_image", "ref_mask")
 
 
 def csv_jobs(path) -> List[Job]:
-    """Jobs of a CSV manifest with the header ``name,video,mask`` (relative paths are relative to the CSV file)."""
+    """Jobs of a CSV manifest with the header ``name,video,mask`` and optionally ``ref_image,ref_mask`` (each row
+    needs a mask, a reference photo with its mask, or both); relative paths are relative to the CSV file."""
     path = Path(path)
     try:
         with open(path, newline="", encoding="utf-8") as f:
@@ -77,15 +84,36 @@ def csv_jobs(path) -> List[Job]:
             header = tuple(rows[0].keys()) if rows else None
     except OSError as err:
         raise InputError(f"{path}: cannot read the job list ({err.strerror or err})") from None
-    if not rows or not set(CSV_COLUMNS) <= set(header or ()):
-        raise InputError(f"{path}: a job list needs a header {','.join(CSV_COLUMNS)} and at least one row")
+    columns = set(header or ())
+    has_objects = "mask" in columns or set(CSV_REFERENCE_COLUMNS) <= columns
+    if not rows or not {"name", "video"} <= columns or not has_objects:
+        raise InputError(f"{path}: a job list needs a header {','.join(CSV_COLUMNS)} (or name,video,"
+                         f"{','.join(CSV_REFERENCE_COLUMNS)}, or all five) and at least one row")
+
+    def cell(row, column: str) -> Optional[str]:
+        value = (row.get(column) or "").strip()
+        return None if not value else str(Path(value) if Path(value).is_absolute() else path.parent / value)
+
     jobs = []
     for number, row in enumerate(rows, start=2):
-        if not all((row.get(c) or "").strip() for c in CSV_COLUMNS):
-            raise InputError(f"{path}:{number}: every row needs a name, a video and a mask")
-        video, mask = (str(p if p.is_absolute() else path.parent / p) for p in (Path(row["video"]), Path(row["mask"])))
-        jobs.append(Job(row["name"].strip(), video, mask))
+        name, video, mask = (row.get("name") or "").strip(), cell(row, "video"), cell(row, "mask")
+        photo, photo_mask = cell(row, "ref_image"), cell(row, "ref_mask")
+        if not name or video is None:
+            raise InputError(f"{path}:{number}: every row needs a name and a video")
+        if (photo is None) != (photo_mask is None):
+            raise InputError(f"{path}:{number}: ref_image and ref_mask go together (a photo and its mask)")
+        if mask is None and photo is None:
+            raise InputError(f"{path}:{number}: the row needs a mask, or a ref_image with its ref_mask")
+        references = () if photo is None else (ReferencePhoto(photo, photo_mask),)
+        jobs.append(Job(name, video, mask, references=references))
     return check_names(jobs, str(path))
+
+
+def video_jobs(videos: Sequence[str]) -> List[Job]:
+    """One job per video file or frame folder, named after it, with no first-frame mask (for reference photos given
+    to the whole batch: "find my object in these videos")."""
+    jobs = [Job(Path(v).stem if Path(v).suffix else Path(v).name, str(v), None) for v in videos]
+    return check_names(jobs, "--videos")
 
 
 def check_names(jobs: List[Job], source: str) -> List[Job]:
@@ -93,6 +121,7 @@ def check_names(jobs: List[Job], source: str) -> List[Job]:
     seen = set()
     for job in jobs:
         if job.name in seen or "/" in job.name or job.name in ("", ".", ".."):
-            raise InputError(f"{source}: job name {job.name!r} is {'repeated' if job.name in seen else 'not a folder name'}")
+            problem = "repeated" if job.name in seen else "not a folder name"
+            raise InputError(f"{source}: job name {job.name!r} is {problem}")
         seen.add(job.name)
     return jobs

@@ -14,14 +14,14 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from vos.batch import ENGINES
 from vos.batch.jobs import Job
 from vos.errors import InputError, VosError
 from vos.io.atomic import atomic_write
 from vos.runs import RUN_FILE, ModelOptions, RunFolder, TrackRun, is_complete, track
-from vos.runs.options import tracking_settings
+from vos.runs.options import ReferencePhoto, tracking_settings
 from vos.trackers import TrackerOptions
 
 SUMMARY = "batch_summary"
@@ -31,7 +31,9 @@ STATUSES = ("skipped", "done", "failed")
 @dataclass(frozen=True)
 class BatchRun:
     """How every job of a batch is tracked: into ``out/<name>/`` with ``tracker`` and ``model``; ``max_frames`` per
-    video; ``rle`` / ``overlay``: also write ``out/<name>.jsonl`` / ``out/<name>.mp4``."""
+    video; ``rle`` / ``overlay``: also write ``out/<name>.jsonl`` / ``out/<name>.mp4``; ``references``: photos of
+    objects to find in every video (besides each job's own); ``redetect``: each job's first-frame objects become
+    references too (:class:`~vos.runs.TrackRun`)."""
 
     out: Path
     tracker: TrackerOptions = field(default_factory=TrackerOptions)
@@ -39,6 +41,8 @@ class BatchRun:
     max_frames: Optional[int] = None
     rle: bool = False
     overlay: bool = False
+    references: Tuple[ReferencePhoto, ...] = ()
+    redetect: bool = False
 
     def job_run(self, job: Job) -> TrackRun:
         """The run layer's options for one job (``resume`` when its folder already holds a run)."""
@@ -46,12 +50,14 @@ class BatchRun:
         return TrackRun(video=job.video, mask=job.mask, out=out, resume=(out / RUN_FILE).is_file(),
                         overlay=Path(self.out) / f"{job.name}.mp4" if self.overlay else None,
                         rle=Path(self.out) / f"{job.name}.jsonl" if self.rle else None, max_frames=self.max_frames,
-                        tracker=self.tracker, model=self.model)
+                        tracker=self.tracker, model=self.model, references=job.references + self.references,
+                        redetect=self.redetect)
 
     def settings(self) -> dict:
         """What every job shares (the batch folder's guard)."""
         return {**tracking_settings(self.tracker, self.model), "max_frames": self.max_frames, "rle": self.rle,
-                "overlay": self.overlay}
+                "overlay": self.overlay, "references": [r.settings() for r in self.references],
+                "redetect": self.redetect}
 
 
 @dataclass

@@ -1,9 +1,11 @@
 """``vos batch`` / ``tools/batch.py``: track many videos, each into its own run folder, locally or on Ray.
 
 Jobs come from a DAVIS 2017 root (--davis-root, one per sequence of ImageSets/2017/<set>.txt), a YouTube-VOS root
-(--youtube-root, one per video of <split>/JPEGImages, from its first annotated frame) or a CSV manifest (--csv, header
-name,video,mask; relative paths are relative to the CSV). Each video is tracked from its first-frame mask into
---out/<name>/ (palette PNGs 00000.png …, vos_run.json, vos_state.pt), with --rle / --overlay also into
+(--youtube-root, one per video of <split>/JPEGImages, from its first annotated frame), a CSV manifest (--csv, header
+name,video,mask, optionally ref_image,ref_mask for a photo of objects to find, with or without a mask; relative
+paths are relative to the CSV) or a list of videos (--videos, with --ref-image / --ref-mask: find these objects in
+every video). Each video is tracked from its first-frame mask and / or its reference photos into --out/<name>/
+(palette PNGs 00000.png …, vos_run.json, vos_states.jsonl, vos_state.pt), with --rle / --overlay also into
 --out/<name>.jsonl / --out/<name>.mp4.
 
 Nothing is lost: a video whose folder is complete is skipped, a partial one resumes after its last frame, a video that
@@ -27,7 +29,8 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from vos.batch import ENGINES
-from vos.cli.common import add_model_args, add_tracker_args, model_options, tracker_options
+from vos.cli.common import (add_model_args, add_reference_args, add_tracker_args, model_options, references,
+                            tracker_options)
 from vos.errors import InputError, VosError
 
 class BatchFailed(VosError):
@@ -41,7 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--davis-root", metavar="R", help="DAVIS 2017 root (JPEGImages/, Annotations/, ImageSets/)")
     source.add_argument("--youtube-root", metavar="R",
                         help="YouTube-VOS root (<split>/JPEGImages, <split>/Annotations)")
-    source.add_argument("--csv", metavar="FILE", help="job list with the header name,video,mask")
+    source.add_argument("--csv", metavar="FILE",
+                        help="job list with the header name,video,mask and / or ref_image,ref_mask")
+    source.add_argument("--videos", nargs="+", metavar="VIDEO",
+                        help="video files or frame folders without masks (with --ref-image / --ref-mask); each "
+                             "named after its file")
     g = p.add_argument_group("DAVIS and YouTube-VOS options")
     g.add_argument("--set", default="val", help="DAVIS sequence list ImageSets/2017/<set>.txt. Default: %(default)s")
     g.add_argument("--resolution", default="480p", choices=("480p", "Full-Resolution"),
@@ -54,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rle", action="store_true", help="also write COCO RLE masks to DIR/<name>.jsonl")
     p.add_argument("--overlay", action="store_true", help="also write an overlay video DIR/<name>.mp4")
     p.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
+    add_reference_args(p)
+    p.add_argument("--redetect", action="store_true",
+                   help="each video's first-frame objects become references: lost objects are found again")
     add_engine_args(p)
     add_tracker_args(p)
     add_model_args(p)
@@ -103,8 +113,10 @@ def ray_options(args: argparse.Namespace, workers: Optional[int] = None):
 
 
 def jobs_of(args: argparse.Namespace) -> List:
-    from vos.batch import csv_jobs, davis_jobs, youtube_vos_jobs
+    from vos.batch import csv_jobs, davis_jobs, video_jobs, youtube_vos_jobs
 
+    if args.videos:
+        return video_jobs(args.videos)
     if args.davis_root:
         sequences = [s.strip() for s in args.sequences.split(",") if s.strip()] if args.sequences else None
         return davis_jobs(args.davis_root, set=args.set, resolution=args.resolution, sequences=sequences)
@@ -145,7 +157,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     jobs = jobs_of(args)
     batch = BatchRun(Path(args.out), tracker=tracker_options(args), model=model_options(args),
-                     max_frames=args.max_frames, rle=args.rle, overlay=args.overlay)
+                     max_frames=args.max_frames, rle=args.rle, overlay=args.overlay, references=references(args),
+                     redetect=args.redetect)
     for job in jobs[:1]:
         batch.job_run(job).check()          # options that cannot work fail once, not once per video
     options = ray_options(args)

@@ -12,8 +12,9 @@ reported absent on --lost-after consecutive frames; --redetect does the same for
 Outputs (each frame as it is computed, atomically): ``--out DIR`` DAVIS palette PNGs ``00000.png`` … (frame 0 is the
 given mask), ``--overlay out.mp4``, ``--rle out.jsonl``; plus ``DIR/vos_run.json`` (the settings of the run, and
 when each object was found and lost), ``DIR/vos_states.jsonl`` (per frame and object: searching or tracking, the
-detection score, found) and ``DIR/vos_state.pt`` (what resuming needs) so that ``--resume`` continues after the last complete frame with outputs
-identical to an uninterrupted run. Ctrl-C or SIGTERM stop after the frame in progress, every output closed.
+detection score, found) and ``DIR/vos_state.pt`` (what resuming needs) so that ``--resume`` continues after the
+last complete frame with outputs identical to an uninterrupted run. Ctrl-C or SIGTERM stop after the frame in
+progress, every output closed.
 """
 from __future__ import annotations
 

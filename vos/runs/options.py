@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional, Tuple
 from vos.errors import InputError
 from vos.io.live import LiveOptions, is_live_source
 from vos.prompts import ObjectPrompt
-from vos.trackers.tracker import TrackerOptions
+from vos.trackers.options import TrackerOptions
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,9 @@ class TrackRun:
     again. ``out``: folder of the per-frame palette PNGs ``00000.png`` … (frame 0 is the given mask),
     ``vos_run.json`` (the settings, and at the end when each object was found and lost), ``vos_states.jsonl`` (one
     line per frame: each object's state, detection score and whether it was found there) and ``vos_state.pt`` (what
-    resuming needs); ``overlay``: also an overlay MP4; ``rle``: also COCO RLE JSON Lines. ``max_frames``: stop after that many frames (frame 0 included, ≥ 1). ``resume``: continue the run
-    in ``out`` after its last complete frame; ``overwrite``: replace the run in ``out`` (the old one is removed only
+    resuming needs); ``overlay``: also an overlay MP4; ``rle``: also COCO RLE JSON Lines. ``max_frames``: stop
+    after that many frames (frame 0 included, ≥ 1). ``resume``: continue the run in ``out`` after its last complete
+    frame; ``overwrite``: replace the run in ``out`` (the old one is removed only
     once the new one has written its first frame). ``resize_mask``: resize a mask of another size (nearest
     neighbour); ``mask_threshold``: read a soft grayscale mask as object 1 where ``value >= T``;
     ``video_backend``: ``pyav`` / ``decord`` / ``opencv`` (default: PyAV, falling back to OpenCV).
@@ -123,12 +124,12 @@ class TrackRun:
         if self.mask is not None and self.prompts:
             raise InputError("give the first frame's objects either as a mask file (--mask) or as prompts "
                              "(--point / --box), not both")
-        if self.mask is None and not self.prompts and not self.references:
-            raise InputError("nothing to track: give the first frame's objects (--mask, or --point / --box) or "
-                             "photos of the objects to find (--ref-image with --ref-mask)")
         if self.redetect and self.mask is None and not self.prompts:
             raise InputError("--redetect makes the first frame's objects references: give them with --mask or "
                              "--point / --box")
+        if self.mask is None and not self.prompts and not self.references:
+            raise InputError("nothing to track: give the first frame's objects (--mask, or --point / --box) or "
+                             "photos of the objects to find (--ref-image with --ref-mask)")
         if self.is_live and self.resume:
             raise InputError(f"--resume: {self.video} is a live source, and a stream cannot be rewound: start a new "
                              f"run (another --out, or --overwrite)")

@@ -27,6 +27,7 @@ from vos.io.live import StreamError
 from vos.runs.folder import RunFolder, check_output_file
 from vos.runs.options import ReferencePhoto, TrackRun
 from vos.trackers import FrameResult, Tracker
+from vos.trackers.result import ObjectStatus
 
 STATE_FILE = "vos_state.pt"
 #: One line per frame: every object's state, detection score and whether it was found there.
@@ -109,12 +110,14 @@ class ObjectHistory:
     def add(self, index: int, states: Dict[int, dict]) -> None:
         """Frame ``index``'s ``{id: {"state", "score", "found"}}`` (the lines of ``vos_states.jsonl``)."""
         for obj_id, status in states.items():
-            tracking = status["state"] == "tracking"
+            was_tracking, events = self._tracking.get(obj_id, False), self.events.setdefault(obj_id, [])
+            if was_tracking and (status["found"] or status["state"] != "tracking"):
+                events.append(("lost", index))     # lost after the previous frame (and maybe found again at once)
             if status["found"]:
-                self.events.setdefault(obj_id, []).append(("found", index))
-            elif not tracking and self._tracking.get(obj_id):
-                self.events.setdefault(obj_id, []).append(("lost", index))
-            self._tracking[obj_id] = tracking
+                events.append(("found", index))
+            self._tracking[obj_id] = status["state"] == "tracking"
+            if not events:
+                del self.events[obj_id]
 
     def to_json(self) -> Dict[str, List[Dict[str, int]]]:
         return {str(i): [{kind: frame} for kind, frame in events] for i, events in sorted(self.events.items())}
@@ -367,7 +370,7 @@ class _Loop:
             self._save_state()
         states = {i: s.to_json() for i, s in result.states.items()}
         if self.overlay is not None:
-            self.overlay.write(index, frame, result.label_map, self._notes(states))
+            self.overlay.write(index, frame, result.label_map, self._notes(result.states))
         if self.rle is not None:
             self.rle.write(index, frame, result.label_map)
         self.states.write_states(index, states)
@@ -384,15 +387,9 @@ class _Loop:
         if self.finds:
             self.folder.record({"objects": self.history.to_json()})
 
-    def _notes(self, states: Dict[int, dict]) -> List[Tuple[int, str]]:
+    def _notes(self, states: Dict[int, ObjectStatus]) -> List[Tuple[int, str]]:
         """The overlay's line per object of a run with references: its state and detection score."""
-        if not self.finds:
-            return []
-        notes = []
-        for obj_id, s in states.items():
-            score = "" if s["score"] is None else f" {s['score']:.2f}"
-            notes.append((obj_id, f"{obj_id}: {'found' if s['found'] else s['state']}{score}"))
-        return notes
+        return [(i, f"{i}: {s.note}") for i, s in states.items()] if self.finds else []
 
     def _save_state(self) -> None:
         state = self.tracker.state_dict()
@@ -404,7 +401,8 @@ class _Loop:
         writing the frames after the saved state."""
         label_map = load_label_map(self.pngs.path(index))
         if self.overlay is not None:
-            self.overlay.write(index, frame, label_map, self._notes(self.kept_states[index]))
+            kept = {i: ObjectStatus.from_json(s) for i, s in self.kept_states[index].items()}
+            self.overlay.write(index, frame, label_map, self._notes(kept))
         saved = int(self.saved["index"])
         if index == saved:
             self.tracker.load_state_dict(self.saved, label_map)

@@ -115,8 +115,8 @@ class PersamEngine:
 
     def load(self, saved: dict) -> ObjectState:
         device = self.backend.device
-        return ObjectState(saved["target"].to(device), None if saved["weights"] is None else saved["weights"].to(device),
-                           None, int(saved["added_at"]))
+        weights = None if saved["weights"] is None else saved["weights"].to(device)
+        return ObjectState(saved["target"].to(device), weights, None, int(saved["added_at"]))
 
     def settings(self) -> dict:
         return {"method": self.method}

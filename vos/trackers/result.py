@@ -49,6 +49,20 @@ class ObjectStatus:
     def to_json(self) -> dict:
         return {"state": self.state, "score": self.score, "found": self.found}
 
+    @classmethod
+    def from_json(cls, d: dict) -> "ObjectStatus":
+        return cls(d["state"], d["score"], d["found"])
+
+    @property
+    def note(self) -> str:
+        """``found``, ``searching 0.12``, ``tracking``: the object's state (and score) in a few characters."""
+        return ("found" if self.found else self.state) + ("" if self.score is None else f" {self.score:.2f}")
+
+
+def finding(states: Dict[int, "ObjectStatus"]) -> bool:
+    """Whether a frame's states come from a run with objects to find (some object searched for or found)."""
+    return any(s.state == SEARCHING or s.score is not None or s.found for s in states.values())
+
 
 @dataclass
 class FrameResult:
