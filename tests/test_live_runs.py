@@ -2,6 +2,7 @@
 mask, stream failures, interrupts and realtime mode. Servers on 127.0.0.1 only, stopped by pid; every wait bounded."""
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -189,3 +190,28 @@ def test_a_stalled_stream_ends_after_its_read_timeout(tmp_path, clip):
     line = one_error_line(proc, "no data for 2 s (read time-out)", "every output is complete")
     n = complete(tmp_path)
     assert 1 <= n <= 12 and f"up to frame {n - 1}" in line
+
+
+def test_a_stream_searched_for_an_object_from_a_photo(tmp_path, clip):
+    """An HTTP stream and a reference photo (the clip's first frame at another size, the apple as its mask): with the
+    threshold above every score the object is searched for on every frame (empty masks, a score each); with 0 it is
+    found on the first frame received and tracked from there."""
+    frame = next(iter(read_video(clip)))
+    photo, mask = tmp_path / "photo.png", tmp_path / "photo_mask.png"
+    Image.fromarray(frame).resize((480, 264)).save(photo)
+    apple = np.array(Image.fromarray(load_label_map(APPLE_MASK)).resize((480, 264), Image.NEAREST))
+    Image.fromarray((apple > 0).astype(np.uint8) * 255).save(mask)
+    states = {}
+    for name, threshold in (("never", "1.5"), ("found", "0")):
+        with streaming.http_server(clip) as server:
+            proc = run(["--video", server.url, "--ref-image", photo, "--ref-mask", mask, "--detect-threshold",
+                        threshold, "--max-frames", "3", *outputs(tmp_path, name), "--method", "persam", *MODEL_ARGS,
+                        "--no-progress"])
+        assert proc.returncode == 0, proc.stderr
+        assert complete(tmp_path, name) == 3
+        lines = (tmp_path / name / "vos_states.jsonl").read_text().splitlines()
+        states[name] = [json.loads(line)["objects"]["1"] for line in lines]
+    assert all(s["state"] == "searching" and s["score"] is not None for s in states["never"])
+    assert not any(m.any() for m in pngs(tmp_path / "never").values())
+    assert [s["found"] for s in states["found"]] == [True, False, False]
+    assert "object 1: found on frame 0" in proc.stdout
