@@ -54,7 +54,8 @@ def load_sam(name: str, checkpoint: Optional[str] = None, device: Union[str, tor
             raise InputError(f"--precision bf16 is not available for {name}: its TinyViT image encoder runs in "
                              f"float32 only")
     if not random_weights:
-        load_weights(model, spec, resolve_checkpoint(spec, checkpoint))
+        weights = spec.weights(spec, checkpoint) if spec.weights else resolve_checkpoint(spec, checkpoint)
+        load_weights(model, spec, weights)
     model.requires_grad_(False)
     return model.to(device).eval()
 

@@ -33,7 +33,8 @@ def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
 
 def _how_to_supply(spec: ModelSpec, target: Path) -> str:
     return (f"download {spec.url} by hand and put it at {target} (or set $VOS_CACHE to its folder), "
-            f"or pass --checkpoint PATH / load_sam({spec.name!r}, checkpoint=PATH)")
+            f"or pass --checkpoint PATH / load_sam({spec.name!r}, checkpoint=PATH)"
+            + (f"; {spec.supply}" if spec.supply else ""))
 
 
 def _verify(spec: ModelSpec, path: Path) -> None:

