@@ -89,7 +89,8 @@ def main() -> None:
     for part in ("encoder", "decoder"):
         o, v = figures[part]["onnxruntime"], figures[part]["vos"]
         print(f"{part}: onnxruntime {o['wall_s'] * 1000:.0f} ms wall / {o['cpu_s'] * 1000:.0f} ms CPU, vos "
-              f"{v['wall_s'] * 1000:.0f} ms wall / {v['cpu_s'] * 1000:.0f} ms CPU (vos/ort {v['wall_s'] / o['wall_s']:.2f}×)")
+              f"{v['wall_s'] * 1000:.0f} ms wall / {v['cpu_s'] * 1000:.0f} ms CPU "
+              f"(vos / onnxruntime {v['wall_s'] / o['wall_s']:.2f}×)")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1) + "\n")
 
