@@ -225,22 +225,16 @@ class _Converter:
     # one handler per op type that carries weights or checked constants ---------------------------------------
 
     def _conv(self, node, path: str) -> None:
+        """A folded ``Conv2d_BN`` (TinyViT) → :meth:`_unfold_batchnorm`; a plain convolution's unnamed weight and
+        bias → ``path.weight`` / ``path.bias`` (named ones are taken as they are by :meth:`run`)."""
         w = self.weights(node)
-        if not w:
-            return
-        module = self.module(path)
-        if path.endswith(".c") and isinstance(self.module(path[:-2]), nn.Sequential) \
-                and isinstance(getattr(self.module(path[:-2]), "bn", None), nn.BatchNorm2d):
+        parent = self._maybe_module(path[:-2]) if path.endswith(".c") else None
+        if w and isinstance(getattr(parent, "bn", None), nn.BatchNorm2d):
             self._unfold_batchnorm(path[:-2], w)
             return
         for (name, value), suffix in zip(w, ("weight", "bias")):
-            if not name.startswith("onnx::"):
-                continue      # named: taken as is below
-            self.put(f"{path}.{suffix}", value, name)
-        del module
-
-    def _convtranspose(self, node, path: str) -> None:
-        pass                  # the decoder's transposed convolutions carry named weights and biases
+            if name.startswith("onnx::"):
+                self.put(f"{path}.{suffix}", value, name)
 
     def _unfold_batchnorm(self, path: str, w: List[Tuple[str, np.ndarray]]) -> None:
         """A ``Conv2d_BN`` exported with its BatchNorm folded (weight ``W'``, bias ``B'``) → ``c.weight = W'`` and
