@@ -144,6 +144,20 @@ def test_forced_losses_find_the_object_again_every_n_plus_1_frames(clip, tmp_pat
                              {"found": 9}]
 
 
+@pytest.mark.parametrize("family", ["sam", "sam2"])
+def test_the_verify_threshold_loses_objects_whose_references_no_longer_match(clip, tmp_path, family):
+    """--verify-threshold above every possible similarity peak (2): each tracked frame counts as absent although it
+    has pixels, so the objects are lost after --lost-after 2 and found again (detect threshold 0) on 0, 3, 6, 9; a
+    threshold below every peak (-2) never loses them."""
+    model = MODEL_ARGS + ["--method", "persam"] if family == "sam" else SAM2_ARGS
+    for verify, found_on in (("2", [0, 3, 6, 9]), ("-2", [0])):
+        out = tmp_path / f"{family}{verify}"
+        _find(clip, out, "--detect-threshold", "0", "--verify-threshold", verify, "--lost-after", "2", model=model)
+        states = _states(out)
+        assert _found_on(states, "1") == found_on
+        assert json.loads((out / "vos_run.json").read_text())["verify_threshold"] == float(verify)
+
+
 def test_a_resumed_run_continues_the_states_exactly(clip, tmp_path):
     def run_args(name):
         return ["--video", clip["frames"], "--ref-image", clip["photo"], "--ref-mask", clip["mask"], "--method",

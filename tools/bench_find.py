@@ -184,7 +184,7 @@ def bench_quality(args, model) -> dict:
         photo, photo_mask = photo_paths(args.davis, splice)
         tracker = Tracker(model, method=args.method, detect_threshold=args.detect_threshold,
                           lost_after=args.lost_after, confirm_frames=args.confirm_frames,
-                          absence_threshold=args.absence_threshold)
+                          absence_threshold=args.absence_threshold, verify_threshold=args.verify_threshold)
         tracker.add_reference(1, read_rgb(photo, "photo"), load_label_map(photo_mask) == splice.obj_id)
         found, predicted, truth, scores, seconds = [], [], [], [], []
         for jpeg, png in splice_frames(args.davis, splice):
@@ -207,7 +207,8 @@ def bench_quality(args, model) -> dict:
 
 def main() -> int:
     from vos.machine import cpu_info
-    from vos.trackers.options import DEFAULT_DETECT_THRESHOLD, DEFAULT_LOST_AFTER
+    from vos.cli.common import threshold_or_off
+    from vos.trackers.options import DEFAULT_DETECT_THRESHOLD, DEFAULT_LOST_AFTER, DEFAULT_VERIFY_THRESHOLD
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="vit_b")
@@ -222,6 +223,8 @@ def main() -> int:
     p.add_argument("--detect-threshold", type=float, default=DEFAULT_DETECT_THRESHOLD)
     p.add_argument("--lost-after", type=int, default=DEFAULT_LOST_AFTER)
     p.add_argument("--confirm-frames", type=int, default=1)
+    p.add_argument("--verify-threshold", type=threshold_or_off, default=DEFAULT_VERIFY_THRESHOLD,
+                   help="a number or 'off' (default: %(default)s)")
     p.add_argument("--absence-threshold", type=float)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path)

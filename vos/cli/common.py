@@ -8,7 +8,7 @@ import sys
 from typing import Callable, Iterator, Optional, Sequence
 
 from vos.errors import VosError
-from vos.trackers.options import DEFAULT_DETECT_THRESHOLD, DEFAULT_LOST_AFTER
+from vos.trackers.options import DEFAULT_DETECT_THRESHOLD, DEFAULT_LOST_AFTER, DEFAULT_VERIFY_THRESHOLD
 
 EXIT_BAD_INPUT = 2
 
@@ -102,6 +102,22 @@ def add_tracker_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--confirm-frames", type=int, default=1, metavar="K",
                    help="a detection must reach the threshold on K consecutive frames before the object counts as "
                         "found (it is started from the K-th). Default: %(default)s")
+    g.add_argument("--verify-threshold", type=threshold_or_off, default=DEFAULT_VERIFY_THRESHOLD, metavar="V",
+                   help="while an object with references is tracked, a frame on which their similarity peak on the "
+                        "frame (the highest cosine similarity of their target and a cell of the frame's embedding "
+                        "grid) is below V counts as absent too, so that --lost-after such frames send it back to "
+                        "searching: PerSAM tracking rarely reports an object absent by itself. 'off': only the "
+                        "tracker's own absence counts. Default: %(default)s")
+
+
+def threshold_or_off(text: str) -> Optional[float]:
+    """An argparse type: a number, or ``off`` (None)."""
+    if text.strip().lower() == "off":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'off', got {text!r}") from None
 
 
 def tracker_options(args: argparse.Namespace):
@@ -112,7 +128,7 @@ def tracker_options(args: argparse.Namespace):
                           absence_threshold=args.absence_threshold, refind_lost=args.refind_lost,
                           reproduce_reference_quirks=args.reproduce_reference_quirks,
                           detect_threshold=args.detect_threshold, lost_after=args.lost_after,
-                          confirm_frames=args.confirm_frames)
+                          confirm_frames=args.confirm_frames, verify_threshold=args.verify_threshold)
 
 
 def add_reference_args(parser: argparse.ArgumentParser) -> None:

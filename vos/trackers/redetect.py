@@ -93,6 +93,13 @@ def detect(backend, feats, search: ObjectSearch) -> Detection:
     return Detection(score, result.peak, result.score, result.mask)
 
 
+@torch.no_grad()
+def grid_peak(feats, search: ObjectSearch) -> float:
+    """The highest cosine similarity between the references' unit target and a cell of the frame's ``1×C×h×w``
+    features (the detector's ``peak`` before PerSAM upsamples the map; one ``C×(h·w)`` product)."""
+    return float((search.reference().target @ prior.normalized_cells(feats.features)).max())
+
+
 class Finder:
     """The state machine of objects with references (``options``: :class:`FindOptions`)."""
 
@@ -121,9 +128,16 @@ class Finder:
         search.state, search.hits, search.absent = TRACKING, 0, 0
         return True
 
+    def verified(self, feats, search: ObjectSearch) -> bool:
+        """Whether a tracked frame passes ``verify_threshold`` (always, when it is off): the references' similarity
+        peak on the frame's embedding grid."""
+        threshold = self.options.verify_threshold
+        return threshold is None or grid_peak(feats, search) >= threshold
+
     def lost(self, search: ObjectSearch, present: bool) -> bool:
-        """Count a tracked frame (``present``: the object has a pixel in the frame's label map); True when it is
-        lost after it (then ``search`` turns to searching, from the next frame on)."""
+        """Count a tracked frame (``present``: the object has a pixel in the frame's label map and passed
+        :meth:`verified`); True when it is lost after it (then ``search`` turns to searching, from the next frame
+        on)."""
         search.absent = 0 if present else search.absent + 1
         if search.absent < self.options.lost_after:
             return False

@@ -191,7 +191,10 @@ class Tracker:
             label_map[starting[obj_id]] = obj_id
         for obj_id in tracked:
             search = self.objects[obj_id].search
-            if search is not None and self.finder.lost(search, bool((label_map == obj_id).any())):
+            if search is None:
+                continue
+            present = bool((label_map == obj_id).any()) and self.finder.verified(feats, search)
+            if self.finder.lost(search, present):
                 self.objects[obj_id].engine = None
         self.engine.observe(self._tracked(), label_map)
         return self._result(outputs, label_map, statuses)
