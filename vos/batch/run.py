@@ -18,8 +18,9 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from vos.batch import ENGINES
 from vos.batch.jobs import Job
-from vos.errors import InputError, VosError
+from vos.errors import InputError, OutputError, VosError
 from vos.io.atomic import atomic_write
+from vos.io.paths import is_file
 from vos.runs import RUN_FILE, ModelOptions, RunFolder, TrackRun, is_complete, track
 from vos.runs.options import ReferencePhoto, tracking_settings
 from vos.trackers import TrackerOptions
@@ -47,7 +48,7 @@ class BatchRun:
     def job_run(self, job: Job) -> TrackRun:
         """The run layer's options for one job (``resume`` when its folder already holds a run)."""
         out = Path(self.out) / job.name
-        return TrackRun(video=job.video, mask=job.mask, out=out, resume=(out / RUN_FILE).is_file(),
+        return TrackRun(video=job.video, mask=job.mask, out=out, resume=is_file(out / RUN_FILE, "job run", OutputError),
                         overlay=Path(self.out) / f"{job.name}.mp4" if self.overlay else None,
                         rle=Path(self.out) / f"{job.name}.jsonl" if self.rle else None, max_frames=self.max_frames,
                         tracker=self.tracker, model=self.model, references=job.references + self.references,
