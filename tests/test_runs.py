@@ -321,3 +321,19 @@ def test_the_console_script_and_help_list_every_model(tmp_path):
                            str(tmp_path / "o"), "--model", "nope"], capture_output=True, text=True)
     one_error_line(proc, "unknown model name 'nope'")
 
+
+def test_vos_version_prints_the_installed_version(tmp_path):
+    import importlib.metadata
+
+    proc = subprocess.run([str(Path(sys.executable).with_name("vos")), "--version"], capture_output=True, text=True,
+                          check=False)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, f"vos {importlib.metadata.version('vos')}\n", "")
+    # not installed (no site-packages, no metadata beside the copy): the version of the checkout's pyproject.toml
+    shutil.copytree(ROOT / "vos", tmp_path / "vos", ignore=shutil.ignore_patterns("__pycache__"))
+    pyproject = '[build-system]\nrequires = ["x"]\n\n[project]\nname = "vos"\nversion = "9.8.7"\n\n[x]\nversion = "1"\n'
+    (tmp_path / "pyproject.toml").write_text(pyproject)
+    script = "import sys; from vos.cli.main import main; sys.exit(main(['--version']))"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-S", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          check=False)
+    assert (proc.returncode, proc.stdout) == (0, "vos 9.8.7\n"), proc.stderr
