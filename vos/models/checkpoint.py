@@ -14,7 +14,7 @@ import torch.nn as nn
 from vos.errors import CheckpointError, OutputError
 from vos.io.atomic import atomic_write, create_temp
 from vos.io.paths import is_file, unreachable
-from vos.models.registry import ModelSpec
+from vos.models.spec import ModelSpec
 
 _VERIFIED_SUFFIX = ".verified"
 
