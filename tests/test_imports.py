@@ -1,5 +1,6 @@
 """The module structure: no import circle through the batch engines or the model registry (every ``import`` counts,
-also those inside functions; imports of a package's ``__init__`` are left out, they are the public surface)."""
+also those inside functions; imports of a package's ``__init__`` are left out, they are the public surface), and
+every public error class in ``vos.errors``."""
 from __future__ import annotations
 
 import ast
@@ -49,3 +50,17 @@ def test_no_import_circle_through(module):
     graph = import_graph()
     assert module in graph
     assert circle_through(graph, module) is None, " → ".join(circle_through(graph, module))
+
+
+def test_every_public_error_class_is_defined_in_vos_errors():
+    import vos.errors
+
+    errors = {name for name, value in vars(vos.errors).items() if isinstance(value, type)}
+    outside = []
+    for path in (ROOT / "vos").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            bases = [getattr(b, "id", getattr(b, "attr", "")) for b in getattr(node, "bases", [])]
+            if (isinstance(node, ast.ClassDef) and not node.name.startswith("_")
+                    and any(b in errors or b.endswith(("Error", "Exception")) for b in bases)):
+                outside.append(f"{path.relative_to(ROOT)}: {node.name}")
+    assert [o for o in outside if not o.startswith("vos/errors.py")] == []
