@@ -28,7 +28,7 @@ from vos.datasets.fss import FSS1000, fss_episodes, read_split
 from vos.datasets.lvis import LVIS92i, segmentation_mask
 from vos.datasets.parts import PacoPart, PascalPart
 from vos.datasets.perseg import load_perseg, luminance_foreground, read_binary_mask
-from vos.errors import DatasetError, EvaluationError, OutputError
+from vos.errors import DatasetError, EvaluationError, OutputError, UnsafePickleError
 from vos.datasets.episodes import choose_index, episode_rng, nearest_indices, resize_mask_nearest
 from vos.eval.episodic import PooledMeter, episode_counts, fold_mean
 from vos.eval.iou import PooledIoU, boundary_band, boundary_counts, boundary_distance, boundary_iou, mask_counts
@@ -259,19 +259,19 @@ def test_safe_pickle_accepts_plain_data_and_numpy_arrays(protocol):
 def test_safe_pickle_refuses_code_execution(tmp_path, protocol):
     marker = tmp_path / "pwned"
     data = pickle.dumps({"x": [1, _Exploit(marker)]}, protocol=protocol)
-    with pytest.raises(safe_pickle.UnsafePickleError, match="system"):
+    with pytest.raises(UnsafePickleError, match="system"):
         safe_pickle.loads(data, "evil.pkl")
     assert not marker.exists()
     # a pickle that would build an arbitrary class instance
-    with pytest.raises(safe_pickle.UnsafePickleError):
+    with pytest.raises(UnsafePickleError):
         safe_pickle.loads(pickle.dumps(OutputError("x"), protocol=protocol), "obj.pkl")
 
 
 def test_safe_pickle_refuses_sets_object_arrays_and_numpy_when_disabled():
     for bad in ({1, 2}, np.array([1, "a"], dtype=object)):
-        with pytest.raises(safe_pickle.UnsafePickleError):
+        with pytest.raises(UnsafePickleError):
             safe_pickle.loads(pickle.dumps(bad, protocol=4), "bad.pkl")
-    with pytest.raises(safe_pickle.UnsafePickleError, match="opcode"):
+    with pytest.raises(UnsafePickleError, match="opcode"):
         safe_pickle.loads(pickle.dumps(np.eye(2), protocol=4), "n.pkl", allow_numpy=False)
     with pytest.raises(DatasetError, match="not a valid pickle|cannot unpickle"):
         safe_pickle.loads(pickle.dumps([1, 2, 3])[:-3], "truncated.pkl")

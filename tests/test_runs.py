@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import (DATA, KITE, KITE_GT, MODEL_ARGS, WEIGHTS, one_error_line, pngs, run_tool, small_kite,
+from conftest import (DATA, KITE, KITE_GT, MODEL_ARGS, ROOT, WEIGHTS, one_error_line, pngs, run_tool, small_kite,
                       tool_process)
 from vos.cli import eval_davis as eval_davis_cli
 from vos.cli import track as track_cli
@@ -86,6 +86,35 @@ def test_out_naming_a_file_and_an_overlay_naming_a_folder(tmp_path, clip):
     one_error_line(run_tool("track", "--video", frames, "--mask", mask, "--out", tmp_path / "o", "--overlay",
                             tmp_path / "dir.mp4", *MODEL_ARGS), "dir.mp4 is a folder")
     assert (tmp_path / "file").read_text() == "not a folder" and not (tmp_path / "o").exists()
+
+
+#: A command prefix that runs as root without the capabilities that let root ignore file permissions: the process
+#: cannot enter another user's 0700 folder, like any user, yet still reads the root-owned checkout and virtualenv
+#: wherever they are (CI's virtualenv is in a 0700 temporary folder, which user nobody could not read).
+WITHOUT_FILE_ACCESS = ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
+                       "--bounding-set=-dac_override,-dac_read_search"]
+
+
+def test_paths_under_a_folder_the_user_cannot_enter_are_one_error_line(tmp_path, clip):
+    """The output folder, the video, the checkpoint and the overlay under another user's 0700 folder: exit 2 and one
+    line naming the path and the folder that cannot be entered, before anything is written."""
+    frames, mask = clip
+    locked = tmp_path / "locked"
+    shutil.copytree(frames, locked / "frames")
+    shutil.copy(WEIGHTS, locked / "tiny.pt")
+    os.chown(locked, 65534, 65534)
+    locked.chmod(0o700)
+    video, out = ["--video", frames, "--mask", mask], ["--out", tmp_path / "o"]
+    checkpoint = MODEL_ARGS[:3] + [str(locked / "tiny.pt")] + MODEL_ARGS[4:]
+    cases = {locked / "run": [*video, "--out", locked / "run", *MODEL_ARGS],
+             locked / "frames": ["--video", locked / "frames", "--mask", mask, *out, *MODEL_ARGS],
+             locked / "tiny.pt": [*video, *out, *checkpoint],
+             locked / "o.mp4": [*video, *out, "--overlay", locked / "o.mp4", *MODEL_ARGS]}
+    for path, args in cases.items():
+        proc = subprocess.run([*WITHOUT_FILE_ACCESS, sys.executable, str(ROOT / "tools" / "track.py"),
+                               *map(str, args)], capture_output=True, text=True, check=False)
+        one_error_line(proc, f"{path}: permission denied: cannot enter the folder {locked}")
+    assert not (tmp_path / "o").exists()
 
 
 def test_a_full_disk_is_one_error_line_and_keeps_the_complete_frames(tmp_path):
@@ -291,3 +320,20 @@ def test_the_console_script_and_help_list_every_model(tmp_path):
     proc = subprocess.run([str(vos), "track", "--video", str(KITE), "--mask", str(KITE_GT), "--out",
                            str(tmp_path / "o"), "--model", "nope"], capture_output=True, text=True)
     one_error_line(proc, "unknown model name 'nope'")
+
+
+def test_vos_version_prints_the_installed_version(tmp_path):
+    import importlib.metadata
+
+    proc = subprocess.run([str(Path(sys.executable).with_name("vos")), "--version"], capture_output=True, text=True,
+                          check=False)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, f"vos {importlib.metadata.version('vos')}\n", "")
+    # not installed (no site-packages, no metadata beside the copy): the version of the checkout's pyproject.toml
+    shutil.copytree(ROOT / "vos", tmp_path / "vos", ignore=shutil.ignore_patterns("__pycache__"))
+    pyproject = '[build-system]\nrequires = ["x"]\n\n[project]\nname = "vos"\nversion = "9.8.7"\n\n[x]\nversion = "1"\n'
+    (tmp_path / "pyproject.toml").write_text(pyproject)
+    script = "import sys; from vos.cli.main import main; sys.exit(main(['--version']))"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-S", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          check=False)
+    assert (proc.returncode, proc.stdout) == (0, "vos 9.8.7\n"), proc.stderr

@@ -21,6 +21,10 @@ class VideoError(InputError):
         self.frame = frame
 
 
+class StreamError(VideoError):
+    """A live source cannot be opened, stalled past the read time-out, or lost its connection for good."""
+
+
 class CheckpointError(VosError):
     """A checkpoint is missing, cannot be downloaded, fails its hash, or does not fit the architecture."""
 
@@ -29,9 +33,21 @@ class DatasetError(InputError):
     """A dataset folder does not have the expected layout."""
 
 
+class UnsafePickleError(DatasetError):
+    """A pickle holds something other than plain data and numpy arrays."""
+
+
 class EvaluationError(VosError):
     """A prediction set is rejected by the evaluation (missing frames, unknown ids, size mismatch)."""
 
 
 class OutputError(VosError):
     """An output location holds another run or cannot be written."""
+
+
+class ClusterError(VosError):
+    """The Ray extra is missing, or the cluster cannot be reached, is too small, or loses the workers at start."""
+
+
+class BatchFailed(VosError):
+    """Some videos of a batch could not be tracked (the others were)."""

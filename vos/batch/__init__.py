@@ -11,7 +11,7 @@ ENGINES = ("local", "ray")
 _LAZY = {"Job": "vos.batch.jobs", "csv_jobs": "vos.batch.jobs", "davis_jobs": "vos.batch.jobs",
          "youtube_vos_jobs": "vos.batch.jobs", "video_jobs": "vos.batch.jobs", "BatchRun": "vos.batch.run",
          "JobResult": "vos.batch.run",
-         "Summary": "vos.batch.run", "pending": "vos.batch.run", "run_engine": "vos.batch.run",
+         "Summary": "vos.batch.run", "pending": "vos.batch.run", "run_engine": "vos.batch.engines",
          "run_job": "vos.batch.run", "run_local": "vos.batch.run"}
 __all__ = ["ENGINES", *sorted(_LAZY)]
 

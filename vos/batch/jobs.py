@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 from vos.errors import DatasetError, InputError
+from vos.io.paths import is_dir
 from vos.runs.options import ReferencePhoto
 
 
@@ -51,7 +52,7 @@ def youtube_vos_jobs(root, split: str = "valid") -> List[Job]:
     base = Path(root) / split
     images, annotations = base / "JPEGImages", base / "Annotations"
     for folder in (images, annotations):
-        if not folder.is_dir():
+        if not is_dir(folder, "YouTube-VOS folder", DatasetError):
             raise DatasetError(f"{folder}: YouTube-VOS folder not found (expected <root>/{split}/JPEGImages and "
                                f"<root>/{split}/Annotations)")
     jobs = []

@@ -34,16 +34,12 @@ from typing import Deque, Dict, Iterator, List, Optional, Tuple
 
 from vos.batch.jobs import Job
 from vos.batch.run import BatchRun, JobResult, ResultFn, Summary, pending, prepare, run_job
-from vos.errors import InputError, VosError
+from vos.errors import ClusterError, InputError, VosError
 from vos.machine import usable_cpus
 
 ACTOR_PREFIX = "vos-batch"
 #: Object store of a local cluster: the actors only return small results.
 LOCAL_OBJECT_STORE = 100 * 1024 ** 2
-
-
-class ClusterError(VosError):
-    """The Ray extra is missing, or the cluster cannot be reached, is too small, or loses the workers at start."""
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ summary of every video's fate.
 A job whose run folder is complete is skipped; a partial one resumes after its last frame; a job that fails (a
 corrupt file, a bad mask, out of memory) is recorded with its error and the others go on. The summary
 (``<out>/batch_summary.csv`` and ``.json``: video, status, frames, seconds, error) is written atomically after every
-job. Engines: :func:`run_local` (one job after another in this process) and ``vos.batch.ray`` (Ray actors).
+job. Engines: :func:`run_local` (one job after another in this process) and ``vos.batch.ray`` (Ray actors), both
+reached through :func:`vos.batch.engines.run_engine`.
 """
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
-from vos.batch import ENGINES
 from vos.batch.jobs import Job
-from vos.errors import InputError, VosError
+from vos.errors import OutputError, VosError
 from vos.io.atomic import atomic_write
+from vos.io.paths import is_file
 from vos.runs import RUN_FILE, ModelOptions, RunFolder, TrackRun, is_complete, track
 from vos.runs.options import ReferencePhoto, tracking_settings
 from vos.trackers import TrackerOptions
@@ -47,7 +48,7 @@ class BatchRun:
     def job_run(self, job: Job) -> TrackRun:
         """The run layer's options for one job (``resume`` when its folder already holds a run)."""
         out = Path(self.out) / job.name
-        return TrackRun(video=job.video, mask=job.mask, out=out, resume=(out / RUN_FILE).is_file(),
+        return TrackRun(video=job.video, mask=job.mask, out=out, resume=is_file(out / RUN_FILE, "job run", OutputError),
                         overlay=Path(self.out) / f"{job.name}.mp4" if self.overlay else None,
                         rle=Path(self.out) / f"{job.name}.jsonl" if self.rle else None, max_frames=self.max_frames,
                         tracker=self.tracker, model=self.model, references=job.references + self.references,
@@ -144,17 +145,3 @@ def run_local(jobs: List[Job], batch: BatchRun, model=None, on_result: Optional[
             on_result(result)
     return summary
 
-
-def run_engine(engine: str, jobs: List[Job], batch: BatchRun, ray=None,
-               on_result: Optional[ResultFn] = None) -> Summary:
-    """Every job through ``engine`` (one of :data:`ENGINES`); ``ray``: the :class:`~vos.batch.ray.RayOptions` of the
-    Ray engine (default: its defaults)."""
-    if engine not in ENGINES:
-        raise InputError(f"unknown batch engine {engine!r} (engines: {', '.join(ENGINES)})")
-    if engine == "local":
-        return run_local(jobs, batch, on_result=on_result)
-    from vos.batch.ray import RayOptions, run_ray
-
-    ray = ray or RayOptions()
-    return run_ray(jobs, batch, ray.address, ray.workers, ray.cpus_per_worker, ray.gpus_per_worker, ray.attempts,
-                   on_result=on_result)

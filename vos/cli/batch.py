@@ -31,11 +31,7 @@ from typing import List, Optional, Sequence
 from vos.batch import ENGINES
 from vos.cli.common import (add_model_args, add_reference_args, add_tracker_args, model_options, references,
                             tracker_options)
-from vos.errors import InputError, VosError
-
-class BatchFailed(VosError):
-    """Some videos of a batch could not be tracked (the others were)."""
-
+from vos.errors import BatchFailed, InputError
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vos batch", description=__doc__,

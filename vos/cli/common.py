@@ -68,11 +68,6 @@ def model_options(args: argparse.Namespace):
     return ModelOptions(args.model, args.checkpoint, args.device, args.encoder, args.random_weights, args.precision)
 
 
-def model_from_args(args: argparse.Namespace):
-    """Build the model the ``add_model_args`` options describe."""
-    return model_options(args).load()
-
-
 def add_tracker_args(parser: argparse.ArgumentParser) -> None:
     """Add ``--method`` and the tracker options (the same for ``track``, ``eval-davis --run`` and ``batch``)."""
     from vos.methods import METHODS

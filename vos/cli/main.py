@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+import re
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
 from vos.cli.common import run
@@ -20,10 +23,33 @@ COMMANDS = {
 
 
 def _usage() -> str:
-    lines = ["usage: vos <command> [options]", "", "commands:"]
+    lines = ["usage: vos <command> [options]", "       vos --version", "", "commands:"]
     lines += [f"  {name:<13} {help_}" for name, (_, help_) in COMMANDS.items()]
     lines += ["", "vos <command> --help shows the options of a command."]
     return "\n".join(lines)
+
+
+#: The ``pyproject.toml`` of the checkout this package is in (when it is not installed).
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+
+
+def pyproject_version(path: Path = PYPROJECT) -> str | None:
+    """The ``[project]`` version in ``pyproject.toml`` (None when there is none)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    project = re.search(r"^\[project\]$(.*?)(?=^\[|\Z)", text, re.MULTILINE | re.DOTALL)
+    found = project and re.search(r'^version\s*=\s*"([^"]+)"', project.group(1), re.MULTILINE)
+    return found.group(1) if found else None
+
+
+def version() -> str:
+    """The installed package's version (its metadata); in a checkout that is not installed, pyproject.toml's."""
+    try:
+        return importlib.metadata.version("vos")
+    except importlib.metadata.PackageNotFoundError:
+        return pyproject_version() or "unknown"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -31,6 +57,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0 if argv else 2
+    if argv[0] == "--version":
+        print(f"vos {version()}")
+        return 0
     if argv[0] not in COMMANDS:
         print(f"error: unknown command {argv[0]!r}\n\n{_usage()}", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ from PIL import Image
 
 from vos.errors import DatasetError, InputError
 from vos.io.images import read_rgb
+from vos.io.paths import exists, is_dir
 
 RESOLUTIONS = ("480p", "Full-Resolution")
 VOID_ID = 255
@@ -34,7 +35,7 @@ def read_label_map(path: Path) -> np.ndarray:
 
 
 def _require_dir(path: Path, what: str) -> Path:
-    if not path.is_dir():
+    if not is_dir(path, what, DatasetError):
         raise DatasetError(f"{path}: {what} not found")
     return path
 
@@ -115,7 +116,8 @@ class DavisDataset:
         _require_dir(self.root, "DAVIS root folder")
         self._annotations = _require_dir(self.root / "Annotations" / resolution, "annotation folder")
         images = self.root / "JPEGImages"
-        self._images = _require_dir(images / resolution, "frame folder") if images.exists() else None
+        has_frames = exists(images, "frame folder", DatasetError)
+        self._images = _require_dir(images / resolution, "frame folder") if has_frames else None
         listed = self._read_set_file()
         self.sequences = listed if only is None else self._select(listed, only)
         self._loaded = {name: self._load(name) for name in self.sequences}

@@ -16,6 +16,7 @@ import numpy as np
 
 from vos.errors import DatasetError, InputError
 from vos.io.images import read_rgb
+from vos.io.paths import is_dir
 
 EXPECTED_OBJECTS = 40
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -59,7 +60,7 @@ def load_perseg(root: Union[str, Path]) -> List[PerSegObject]:
     root = Path(root)
     images_dir, annotations_dir = root / "Images", root / "Annotations"
     for folder in (images_dir, annotations_dir):
-        if not folder.is_dir():
+        if not is_dir(folder, "PerSeg folder", DatasetError):
             raise DatasetError(f"{folder}: PerSeg folder not found (expected <root>/Images and <root>/Annotations)")
     objects = []
     for obj_dir in sorted(p for p in images_dir.iterdir() if p.is_dir() and not is_hidden(p.name)):

@@ -12,7 +12,8 @@ A pickle is a program: ``GLOBAL``/``STACK_GLOBAL`` import any callable and ``RED
   whose ``find_class`` can return only wrappers of ``numpy``'s own reconstructors that refuse object dtypes; the
   loaded value is then walked and anything that is not plain data or a non-object numpy array is refused.
 
-Refusals raise :class:`UnsafePickleError` (a :class:`vos.errors.DatasetError`) naming the file and the opcode.
+Refusals raise :class:`~vos.errors.UnsafePickleError` (a :class:`~vos.errors.DatasetError`) naming the file and
+the opcode.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from vos.errors import DatasetError
+from vos.errors import DatasetError, UnsafePickleError
 
 # Opcodes that only build plain data (or move it around the stack and memo).
 DATA_OPCODES = frozenset({
@@ -46,10 +47,6 @@ _MEMO_GET = frozenset({"GET", "BINGET", "LONG_BINGET"})
 _RECONSTRUCT = np.zeros(0).__reduce__()[0]          # numpy's ndarray reconstructor (module moved in numpy 2)
 _SCALAR = np.float64(0).__reduce__()[0]             # numpy's scalar reconstructor
 _FROMBUFFER_MODULES = ("numpy.core.numeric", "numpy._core.numeric")
-
-
-class UnsafePickleError(DatasetError):
-    """A pickle holds something other than plain data and numpy arrays."""
 
 
 def _no_object_dtype(dtype: Any, source: str) -> np.dtype:
@@ -101,7 +98,7 @@ ALLOWED_GLOBALS = frozenset(_numpy_constructors("").keys())
 def scan(data: bytes, source: str = "pickle", allow_numpy: bool = True) -> List[str]:
     """Check every opcode of ``data``; return the imported ``module.name`` globals (all numpy constructors).
 
-    Raises :class:`UnsafePickleError` for any opcode or import outside the accepted set.
+    Raises :class:`~vos.errors.UnsafePickleError` for any opcode or import outside the accepted set.
     """
     imported: List[str] = []
     memo: Dict[int, Optional[str]] = {}

@@ -27,6 +27,7 @@ from PIL import Image
 from vos.datasets.davis import VOID_ID, DavisDataset, DavisSequence
 from vos.errors import EvaluationError, InputError
 from vos.io.atomic import atomic_write
+from vos.io.paths import is_dir
 
 BOUND_TH = 0.008
 GLOBAL_COLUMNS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
@@ -232,7 +233,7 @@ def scored_indices(sequence: DavisSequence) -> range:
 def check_predictions_exist(results_dir: Path, sequence: DavisSequence) -> None:
     """Reject a sequence whose prediction folder lacks the PNG of a scored frame (before decoding anything)."""
     folder = Path(results_dir) / sequence.name
-    if not folder.is_dir():
+    if not is_dir(folder, "prediction folder", EvaluationError):
         raise EvaluationError(f"{sequence.name}: no prediction folder {folder}")
     for index in scored_indices(sequence):
         path = prediction_path(results_dir, sequence, index)
@@ -324,7 +325,7 @@ def evaluate_davis(davis_root, results_dir, set: str = "val", sequences: Optiona
     if workers < 1:
         raise InputError(f"workers must be at least 1, got {workers}")
     results_dir = Path(results_dir)
-    if not results_dir.is_dir():
+    if not is_dir(results_dir, "results folder", EvaluationError):
         raise EvaluationError(f"{results_dir}: results folder not found")
     dataset = DavisDataset(davis_root, set=set, resolution=resolution, only=sequences)
     for seq in dataset:

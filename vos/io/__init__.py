@@ -1,7 +1,7 @@
 """Streaming I/O around the tracker: lazy video readers and live sources, label-map files, per-frame writers."""
+from vos.errors import StreamError
 from vos.io.images import read_rgb
-from vos.io.live import (LIVE_SCHEMES, FrameInfo, LiveOptions, LiveReader, LiveStats, RetryEvent, StreamError,
-                         is_live_source)
+from vos.io.live import LIVE_SCHEMES, FrameInfo, LiveOptions, LiveReader, LiveStats, RetryEvent, is_live_source
 from vos.io.masks import (DAVIS_PALETTE, MAX_LABEL_LEVELS, as_label_map, load_label_map, save_palette_png,
                           validate_first_mask)
 from vos.io.video import BACKENDS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, VideoReader, image_files, natural_key, read_video

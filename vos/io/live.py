@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from vos.errors import InputError, VideoError
+from vos.errors import InputError, StreamError, VideoError
 
 LIVE_SCHEMES = ("rtsp", "rtsps", "http", "https", "tcp", "udp", "srt")
 LiveSource = Union[str, "os.PathLike[str]", BinaryIO, Iterable[np.ndarray]]
@@ -53,10 +53,6 @@ LiveSource = Union[str, "os.PathLike[str]", BinaryIO, Iterable[np.ndarray]]
 _RECORDING_SCHEMES = ("http", "https")  # the only schemes that also serve finite files
 _POLL_SECONDS = 0.1                     # how often a pipe read checks for close()
 _logger = logging.getLogger(__name__)
-
-
-class StreamError(VideoError):
-    """A live source cannot be opened, stalled past the read time-out, or lost its connection for good."""
 
 
 @dataclass(frozen=True)
@@ -486,7 +482,8 @@ class LiveReader:
 
     ``backend``: None, or the one that reads this kind of source (``"pyav"`` for streams and standard input,
     ``"opencv"`` for cameras); another raises :class:`~vos.errors.VideoError`. Opening connects and decodes the
-    first frame; it raises :class:`StreamError` when that fails. Use as a context manager or call :meth:`close`.
+    first frame; it raises :class:`~vos.errors.StreamError` when that fails. Use as a context manager or call
+    :meth:`close`.
 
     Attributes: ``source`` (the name used in messages: the URL without its password, ``<stdin>``, ``camera:0``,
     ...); ``backend`` (``"pyav"``, ``"opencv"`` or ``"iterator"``); ``size`` = ``(height, width)`` of the first

@@ -32,6 +32,7 @@ from PIL import Image
 
 from vos.errors import VideoError
 from vos.io.live import LiveOptions, LiveReader, LiveSource, RetryCallback, is_live_source
+from vos.io.paths import kind
 
 PathLike = Union[str, os.PathLike]
 
@@ -344,9 +345,10 @@ def read_video(path: Union[PathLike, LiveSource], backend: Optional[str] = None,
     path = Path(path)
     if backend is not None and backend not in BACKENDS:
         raise VideoError(f"{path}: unknown video backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    if not path.exists():
+    found = kind(path, "video", VideoError)
+    if found is None:
         raise VideoError(f"{path}: no such video file or frame folder")
-    if path.is_dir():
+    if found == "dir":
         return VideoReader(path, "images")
     if path.suffix.lower() not in VIDEO_EXTENSIONS:
         raise VideoError(f"{path}: unsupported video extension {path.suffix!r}: give a video file "

@@ -11,7 +11,8 @@ from vos.errors import CheckpointError, InputError
 from vos.models.checkpoint import cache_dir, load_weights, resolve_checkpoint
 from vos.models.fast_encoder import encoder_kind, encoder_precision, use_fast_encoder, use_stock_encoder
 from vos.models.precision import PRECISIONS, check_precision
-from vos.models.registry import MODELS, ModelSpec, get_spec
+from vos.models.registry import MODELS, get_spec
+from vos.models.spec import ModelSpec
 from vos.models.tiny import build_tiny_sam
 
 __all__ = ["load_model", "load_sam", "default_device", "build_tiny_sam", "MODELS", "ModelSpec", "cache_dir",

@@ -13,7 +13,8 @@ import torch.nn as nn
 
 from vos.errors import CheckpointError, OutputError
 from vos.io.atomic import atomic_write, create_temp
-from vos.models.registry import ModelSpec
+from vos.io.paths import is_file, unreachable
+from vos.models.spec import ModelSpec
 
 _VERIFIED_SUFFIX = ".verified"
 
@@ -24,10 +25,14 @@ def cache_dir() -> Path:
 
 
 def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    """The sha256 of checkpoint file ``path`` (an unreadable file is a :class:`CheckpointError`)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            digest.update(block)
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(chunk), b""):
+                digest.update(block)
+    except OSError as err:
+        raise CheckpointError(unreachable(path, "checkpoint", err)) from None
     return digest.hexdigest()
 
 
@@ -41,10 +46,13 @@ def _verify(spec: ModelSpec, path: Path) -> None:
     """Check ``path`` against the spec's sha256 (once; a marker file remembers size and mtime of a verified file)."""
     if spec.sha256 is None:
         return
-    stat = path.stat()
+    try:
+        stat = path.stat()
+    except OSError as err:
+        raise CheckpointError(unreachable(path, "checkpoint", err)) from None
     marker = path.with_name(path.name + _VERIFIED_SUFFIX)
     stamp = f"{spec.sha256} {stat.st_size} {stat.st_mtime_ns}"
-    if marker.exists() and marker.read_text().strip() == stamp:
+    if _read_marker(marker) == stamp:
         return
     actual = file_sha256(path)
     if actual != spec.sha256:
@@ -55,6 +63,14 @@ def _verify(spec: ModelSpec, path: Path) -> None:
         atomic_write(marker, lambda f: f.write(stamp + "\n"), binary=False)
     except OutputError:
         pass    # a read-only folder: the file is verified again next time
+
+
+def _read_marker(marker: Path) -> str | None:
+    """The stamp in a verification marker file, or None (missing or unreadable: the file is hashed again)."""
+    try:
+        return marker.read_text().strip()
+    except (OSError, ValueError):
+        return None
 
 
 def _download(spec: ModelSpec, target: Path) -> None:
@@ -92,7 +108,7 @@ def resolve_checkpoint(spec: ModelSpec, checkpoint: Optional[str] = None) -> Pat
     """The checkpoint file to load: ``checkpoint`` if given, else the cached official file (downloaded if missing)."""
     if checkpoint is not None:
         path = Path(checkpoint).expanduser()
-        if not path.is_file():
+        if not is_file(path, "checkpoint", CheckpointError):
             raise CheckpointError(f"checkpoint {path} does not exist")
         if spec.sha256 is not None and path.name == spec.filename:
             _verify(spec, path)
@@ -101,7 +117,7 @@ def resolve_checkpoint(spec: ModelSpec, checkpoint: Optional[str] = None) -> Pat
         raise CheckpointError(f"model {spec.name!r} has no official checkpoint: pass checkpoint=PATH "
                               f"(--checkpoint) or random_weights=True (--random-weights)")
     target = cache_dir() / spec.filename
-    if not target.is_file():
+    if not is_file(target, "cached checkpoint", CheckpointError):
         _download(spec, target)
     _verify(spec, target)
     return target

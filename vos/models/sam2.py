@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from vos.errors import CheckpointError
-from vos.models.registry import ModelSpec
+from vos.models.spec import ModelSpec
 
 __all__ = ["SAM2_MODELS", "load_sam2", "set_backbone_precision", "backbone_precision"]
 

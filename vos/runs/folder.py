@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional
 
 from vos.errors import OutputError
 from vos.io.atomic import atomic_write, create_temp
+from vos.io.paths import exists, is_dir, is_file, kind
 from vos.machine import cpu_info
 
 RUN_FILE = "vos_run.json"
@@ -34,11 +35,11 @@ def check_writable(path: Path, what: str) -> None:
     """Raise :class:`OutputError` unless a file can be created in folder ``path`` (or, when it does not exist yet,
     in its nearest existing parent): a real write probe, so read-only file systems are caught too."""
     folder = path
-    while not folder.exists():
+    while not exists(folder, what, OutputError):
         if folder.parent == folder:
             break
         folder = folder.parent
-    if not folder.is_dir():
+    if not is_dir(folder, what, OutputError):
         raise OutputError(f"{what} {path}: {folder} is a file, not a folder")
     try:
         fd, tmp = create_temp(folder / ".vos-write-probe")
@@ -50,9 +51,17 @@ def check_writable(path: Path, what: str) -> None:
 
 def check_output_file(path: Path, what: str) -> None:
     """An output file (overlay, RLE) can be written: not a folder, its folder writable."""
-    if path.is_dir():
+    if is_dir(path, what, OutputError):
         raise OutputError(f"{what} {path} is a folder, not a file")
     check_writable(path.parent, what)
+
+
+def _holds_files(folder: Path) -> bool:
+    """Whether ``folder`` holds anything (a folder that cannot be listed is an :class:`OutputError`)."""
+    try:
+        return any(folder.iterdir())
+    except OSError as err:
+        raise OutputError(f"output folder {folder}: cannot list it ({err.strerror or err})") from None
 
 
 def settings_changes(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
@@ -89,7 +98,7 @@ class RunFolder:
 
     def read_settings(self) -> Optional[Dict[str, Any]]:
         """The settings file of the run in the folder, or None."""
-        if not self.settings_path.is_file():
+        if not is_file(self.settings_path, "run settings", OutputError):
             return None
         try:
             return json.loads(self.settings_path.read_text(encoding="utf-8"))
@@ -99,11 +108,12 @@ class RunFolder:
     def plan(self, settings: Dict[str, Any]) -> None:
         """Every check, nothing written: raises :class:`OutputError` naming the folder and what to do."""
         path, settings = self.path, _as_json({"kind": self.kind, **settings})
-        if path.exists() and not path.is_dir():
+        found = kind(path, "output folder", OutputError)
+        if found not in (None, "dir"):
             raise OutputError(f"{path} is a file, not a folder: choose another output folder")
         check_writable(path, "output folder")
-        old = self.read_settings() if path.is_dir() else None
-        holds_files = path.is_dir() and any(path.iterdir())
+        old = self.read_settings() if found else None
+        holds_files = found is not None and _holds_files(path)
         if self.existing == "overwrite" or not holds_files:
             if self.existing == "resume":
                 raise OutputError(f"{path}: nothing to resume (no {RUN_FILE}); run without --resume")

@@ -16,6 +16,7 @@ from PIL import Image
 from vos.errors import InputError
 from vos.io import image_files, read_rgb
 from vos.io.images import save_mask_and_overlay
+from vos.io.paths import is_dir
 from vos.runs.folder import RunFolder
 from vos.runs.options import ModelOptions
 
@@ -55,7 +56,7 @@ def read_reference_mask(path: Path) -> np.ndarray:
 
 def list_images(folder: Path) -> List[Path]:
     """The JPEG/PNG photos of ``folder`` in natural order (a missing or empty folder is an :class:`InputError`)."""
-    if not Path(folder).is_dir():
+    if not is_dir(folder, "image folder"):
         raise InputError(f"image folder {folder} does not exist")
     files = image_files(folder)
     if not files:

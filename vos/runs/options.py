@@ -5,8 +5,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
-from vos.errors import InputError
+from vos.errors import CheckpointError, InputError
 from vos.io.live import LiveOptions, is_live_source
+from vos.io.paths import is_file
 from vos.prompts import ObjectPrompt
 from vos.trackers.options import TrackerOptions
 
@@ -43,7 +44,8 @@ class ModelOptions:
         weights, path = ("random" if self.random_weights else "official"), None
         if self.checkpoint is not None and not self.random_weights:
             path = Path(self.checkpoint).expanduser().resolve()
-            weights = f"sha256:{file_sha256(path)}" if path.is_file() else f"missing file {path}"
+            found = is_file(path, "checkpoint", CheckpointError)
+            weights = f"sha256:{file_sha256(path)}" if found else f"missing file {path}"
         return {"model": self.name, "weights": weights, "encoder": self.encoder, "precision": self.precision,
                 "checkpoint": None if path is None else str(path)}
 

@@ -19,11 +19,10 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import torch
 
-from vos.errors import MaskError, OutputError, VideoError, VosError
+from vos.errors import MaskError, OutputError, StreamError, VideoError, VosError
 from vos.io import (OverlayWriter, PaletteWriter, RleWriter, StatesWriter, load_label_map, read_rgb, read_video,
                     validate_first_mask)
 from vos.io.atomic import atomic_write
-from vos.io.live import StreamError
 from vos.runs.folder import RunFolder, check_output_file
 from vos.runs.options import ReferencePhoto, TrackRun
 from vos.trackers import FrameResult, Tracker
