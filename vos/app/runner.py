@@ -140,11 +140,25 @@ def downloads(run: TrackRun) -> List[Path]:
     return [p for p in files if p is not None and p.is_file()]
 
 
+def shown(path) -> str:
+    """A path as the page shows it: relative to the app's working folder when it lies under it (so that the page
+    and its command lines name no machine folders; they run from that folder), else as it is. Stream URLs and
+    ``camera:N`` pass through."""
+    text = str(path)
+    if "://" in text or text.startswith("camera:") or text == "-":
+        return text
+    try:
+        return str(Path(text).resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return text
+
+
 def command_line(run: TrackRun) -> str:
-    """The ``vos track`` command that continues ``run`` (``--resume``): the same run folder and settings."""
-    args = ["vos", "track", "--video", run.video, "--out", str(run.out)]
+    """The ``vos track`` command that continues ``run`` (``--resume``) from the app's working folder: the same run
+    folder and settings."""
+    args = ["vos", "track", "--video", shown(run.video), "--out", shown(run.out)]
     if run.mask is not None:
-        args += ["--mask", run.mask]
+        args += ["--mask", shown(run.mask)]
     for prompt in run.prompts:
         args += ["--object-id", str(prompt.obj_id)]
         for x, y, label in prompt.points:
@@ -152,17 +166,17 @@ def command_line(run: TrackRun) -> str:
         if prompt.box is not None:
             args += ["--box", ",".join(f"{v:g}" for v in prompt.box)]
     for ref in run.references:
-        args += ["--ref-image", ref.image, "--ref-mask", ref.mask]
+        args += ["--ref-image", shown(ref.image), "--ref-mask", shown(ref.mask)]
     args += ["--redetect"] if run.redetect else []
     if run.references or run.redetect:
         args += ["--detect-threshold", repr(run.tracker.detect_threshold)]
     for flag, path in (("--overlay", run.overlay), ("--rle", run.rle)):
         if path is not None:
-            args += [flag, str(path)]
+            args += [flag, shown(path)]
     if run.tracker.method is not None:
         args += ["--method", run.tracker.method]
     model = run.model
-    checkpoint = [] if not model.checkpoint else ["--checkpoint", str(Path(model.checkpoint).expanduser().resolve())]
+    checkpoint = [] if not model.checkpoint else ["--checkpoint", shown(Path(model.checkpoint).expanduser())]
     args += ["--model", model.name] + checkpoint
     args += (["--device", model.device] if model.device else []) + ["--encoder", model.encoder]
     args += ["--precision", model.precision] if model.precision != "fp32" else []
