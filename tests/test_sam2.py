@@ -44,7 +44,7 @@ N = 24
 ADD_AT = 4        # object 3 joins here (the oracle for it: the official predictor on frames 4..23)
 REMOVE_AT = 12    # object 1 leaves before this frame is tracked
 SAVE_AFTER = 17   # state round trip: stop after this frame, continue in a fresh tracker
-TOL = 1e-3
+TOL = 0.0      # the README promises identical logits: any difference fails
 
 Oracle = List[Dict[int, Tuple[torch.Tensor, float]]]   # per frame: {id: (video-res logits H×W, object score)}
 
