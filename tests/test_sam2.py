@@ -44,7 +44,8 @@ N = 24
 ADD_AT = 4        # object 3 joins here (the oracle for it: the official predictor on frames 4..23)
 REMOVE_AT = 12    # object 1 leaves before this frame is tracked
 SAVE_AFTER = 17   # state round trip: stop after this frame, continue in a fresh tracker
-TOL = 0.0      # the README promises identical logits: any difference fails
+TOL = 0.0            # the README promises identical logits: any difference fails
+BATCHED_TOL = 1e-4   # batch_objects (off by default) is documented as not bit-exact: measured 7.8e-6
 
 Oracle = List[Dict[int, Tuple[torch.Tensor, float]]]   # per frame: {id: (video-res logits H×W, object score)}
 
@@ -261,12 +262,12 @@ def test_batched_objects_follow_the_official_logits_on_the_first_tracked_frame(m
     tracker = Tracker(model, batch_objects=True)
     first = tracker.add_objects(frames[0], first_labels)
     second = tracker.step(frames[1])
-    assert max(_diff(f, k, oracle[t][k]) for t, f in enumerate((first, second)) for k in (1, 2, 3)) <= TOL
+    assert max(_diff(f, k, oracle[t][k]) for t, f in enumerate((first, second)) for k in (1, 2, 3)) <= BATCHED_TOL
     pruned = Tracker(model, batch_objects=True)
     pruned.add_objects(frames[0], first_labels)
     pruned.remove_object(2)
     second = pruned.step(frames[1])
-    assert sorted(second.logits) == [1, 3] and max(_diff(second, k, oracle[1][k]) for k in (1, 3)) <= TOL
+    assert sorted(second.logits) == [1, 3] and max(_diff(second, k, oracle[1][k]) for k in (1, 3)) <= BATCHED_TOL
 
 
 def test_clicks_and_boxes_give_the_official_first_frame_logits(model, tmp_path):
