@@ -193,10 +193,10 @@ class _Converter:
         self.used.add(source)
 
     def module(self, path: str) -> nn.Module:
-        try:
-            return self.model.get_submodule(self.prefix + path if self.prefix else path)
-        except AttributeError:
-            raise self.fail(f"the graph's module {path} is not in the architecture") from None
+        found = self._maybe_module(path)
+        if found is None:
+            raise self.fail(f"the graph's module {path} is not in the architecture")
+        return found
 
     def weights(self, node) -> List[Tuple[str, np.ndarray]]:
         return [(name, self.inits[name]) for name in node.input if name in self.inits]
@@ -386,12 +386,6 @@ def _decoder_path(path: str) -> str:
 
 class _DecoderConverter(_Converter):
     """The decoder graph's converter: its scopes name modules without their first level (:func:`_decoder_path`)."""
-
-    def module(self, path: str) -> nn.Module:
-        found = self._maybe_module(path)
-        if found is None:
-            raise self.fail(f"the graph's module {path} is not in the architecture")
-        return found
 
     def _maybe_module(self, path: str) -> Optional[nn.Module]:
         try:
