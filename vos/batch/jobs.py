@@ -10,20 +10,25 @@ from typing import List, Optional, Sequence, Tuple
 
 from vos.errors import DatasetError, InputError
 from vos.io.paths import is_dir
-from vos.runs.options import ReferencePhoto
+from vos.io.video import image_files
+from vos.runs.options import ObjectEntry, ReferencePhoto
 
 
 @dataclass(frozen=True)
 class Job:
     """One video of a batch: ``name`` (unique: its run folder is ``<out>/<name>``), ``video`` (file or frame
     folder), ``mask`` (first-frame mask file, or None), ``frames`` (the video's length when the layout says, else
-    None), ``references`` (photos of objects to find in this video, besides the batch's own)."""
+    None), ``references`` (photos of objects to find in this video, besides the batch's own), ``entries`` (objects
+    that enter on later frames: :class:`~vos.runs.options.ObjectEntry`), ``object_pngs`` (also each object's own
+    mask PNGs, SA-V's layout)."""
 
     name: str
     video: str
     mask: Optional[str]
     frames: Optional[int] = None
     references: Tuple[ReferencePhoto, ...] = ()
+    entries: Tuple[ObjectEntry, ...] = ()
+    object_pngs: bool = False
 
 
 def davis_jobs(root, set: str = "val", resolution: str = "480p",
@@ -42,13 +47,29 @@ def davis_jobs(root, set: str = "val", resolution: str = "480p",
     return jobs
 
 
+def entry_job(name: str, frames: Path, starts: Sequence[Tuple[str, Path, Optional[int]]],
+              object_pngs: bool = False) -> Job:
+    """A job whose objects enter on their own first annotated frames (LVOS, YouTube-VOS, MOSE, SA-V): ``frames`` is
+    the frame folder, ``starts`` the ``(frame name without extension, annotation file, object id)`` of each
+    entry (id None: a label map whose ids not tracked yet enter there; an id: that object's binary mask). Frames
+    before the first entry get empty label maps."""
+    names = [f.stem for f in image_files(frames)]
+    index = {stem: i for i, stem in enumerate(names)}
+    entries = []
+    for stem, annotation, obj_id in starts:
+        if stem not in index:
+            raise DatasetError(f"{annotation}: no frame {stem} in {frames} for this annotation")
+        entries.append(ObjectEntry(index[stem], str(annotation), obj_id))
+    if not entries:
+        raise DatasetError(f"{frames}: no annotated object for video {name!r}")
+    return Job(name, str(frames), None, len(names), entries=tuple(sorted(entries, key=lambda e: e.frame)),
+               object_pngs=object_pngs)
+
+
 def youtube_vos_jobs(root, split: str = "valid") -> List[Job]:
     """One job per video of a YouTube-VOS root (``<root>/<split>/JPEGImages/<video>/*.jpg`` and
-    ``<root>/<split>/Annotations/<video>/*.png``): the frames from the first annotated one on, and that annotation.
-
-    YouTube-VOS also introduces objects on later frames (their first annotation there); a job tracks the objects of
-    its first annotation only.
-    """
+    ``<root>/<split>/Annotations/<video>/*.png``): every frame, each object added on its first annotated frame
+    (YouTube-VOS annotates each object once, where it first appears)."""
     base = Path(root) / split
     images, annotations = base / "JPEGImages", base / "Annotations"
     for folder in (images, annotations):
@@ -60,11 +81,7 @@ def youtube_vos_jobs(root, split: str = "valid") -> List[Job]:
         masks = sorted((annotations / video.name).glob("*.png"))
         if not masks:
             raise DatasetError(f"{annotations / video.name}: no annotation PNG for video {video.name!r}")
-        frames = sorted(video.glob("*.jpg"))
-        if not (video / f"{masks[0].stem}.jpg").is_file():
-            raise DatasetError(f"{video}: no frame {masks[0].stem}.jpg for the first annotation {masks[0]}")
-        start = [f.stem for f in frames].index(masks[0].stem)
-        jobs.append(Job(video.name, str(video), str(masks[0]), len(frames) - start))
+        jobs.append(entry_job(video.name, video, [(m.stem, m, None) for m in masks]))
     if not jobs:
         raise DatasetError(f"{images}: no video folder")
     return jobs

@@ -52,7 +52,7 @@ class BatchRun:
                         overlay=Path(self.out) / f"{job.name}.mp4" if self.overlay else None,
                         rle=Path(self.out) / f"{job.name}.jsonl" if self.rle else None, max_frames=self.max_frames,
                         tracker=self.tracker, model=self.model, references=job.references + self.references,
-                        redetect=self.redetect)
+                        redetect=self.redetect, entries=job.entries, object_pngs=job.object_pngs)
 
     def settings(self) -> dict:
         """What every job shares (the batch folder's guard)."""

@@ -1,7 +1,8 @@
 """``vos batch`` / ``tools/batch.py``: track many videos, each into its own run folder, locally or on Ray.
 
 Jobs come from a DAVIS 2017 root (--davis-root, one per sequence of ImageSets/2017/<set>.txt), a YouTube-VOS root
-(--youtube-root, one per video of <split>/JPEGImages, from its first annotated frame), a CSV manifest (--csv, header
+(--youtube-root, one per video of <split>/JPEGImages, each object added on its first annotated frame; with
+--submission also the server's zip of every video's PNGs named after its frames), a CSV manifest (--csv, header
 name,video,mask, optionally ref_image,ref_mask for a photo of objects to find, with or without a mask; relative
 paths are relative to the CSV) or a list of videos (--videos, with --ref-image / --ref-mask: find these objects in
 every video). Each video is tracked from its first-frame mask and / or its reference photos into --out/<name>/
@@ -51,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DAVIS frame and annotation folder. Default: %(default)s")
     g.add_argument("--sequences", metavar="A,B", help="DAVIS: only these sequences of the set, in this order")
     g.add_argument("--split", default="valid", help="YouTube-VOS split folder. Default: %(default)s")
+    g.add_argument("--submission", metavar="ZIP",
+                   help="YouTube-VOS: once every video is tracked, write the server's submission zip "
+                        "(Annotations/<video>/<frame>.png for every frame of <split>/JPEGImages)")
     p.add_argument("--out", required=True, metavar="DIR", help="one run folder per video: DIR/<name>/")
     p.add_argument("--max-frames", type=int, metavar="N", help="track at most N frames of each video (frame 0 "
                                                                "included)")
@@ -151,6 +155,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from vos.batch import BatchRun, run_engine
 
     args = build_parser().parse_args(argv)
+    if args.submission and not args.youtube_root:
+        raise InputError("--submission is for --youtube-root (the YouTube-VOS server's zip)")
     jobs = jobs_of(args)
     batch = BatchRun(Path(args.out), tracker=tracker_options(args), model=model_options(args),
                      max_frames=args.max_frames, rle=args.rle, overlay=args.overlay, references=references(args),
@@ -172,4 +178,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                           f"{' '.join(first.error.split())} (every video's fate in {where})")
     print(f"{len(jobs)} video(s) in {args.out}: {counts['done']} tracked, {counts['skipped']} already complete; "
           f"summary {where}")
+    if args.submission:
+        from vos.batch.layouts import youtube_submission
+
+        print(f"wrote {youtube_submission(Path(args.out), jobs, Path(args.submission))}")
     return 0

@@ -5,12 +5,13 @@ from vos.io.live import LIVE_SCHEMES, FrameInfo, LiveOptions, LiveReader, LiveSt
 from vos.io.masks import (DAVIS_PALETTE, MAX_LABEL_LEVELS, as_label_map, load_label_map, save_palette_png,
                           validate_first_mask)
 from vos.io.video import BACKENDS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, VideoReader, image_files, natural_key, read_video
-from vos.io.writers import DEFAULT_FPS, OverlayWriter, PaletteWriter, RleWriter, StatesWriter, draw_overlay
+from vos.io.writers import (DEFAULT_FPS, ObjectMaskWriter, OverlayWriter, PaletteWriter, RleWriter, StatesWriter,
+                            draw_overlay)
 
 __all__ = [
     "BACKENDS", "DAVIS_PALETTE", "DEFAULT_FPS", "IMAGE_EXTENSIONS", "LIVE_SCHEMES", "MAX_LABEL_LEVELS",
-    "VIDEO_EXTENSIONS", "FrameInfo", "LiveOptions", "LiveReader", "LiveStats", "OverlayWriter", "PaletteWriter",
-    "RetryEvent", "RleWriter", "StatesWriter", "StreamError", "VideoReader", "as_label_map", "draw_overlay",
-    "image_files", "is_live_source", "load_label_map", "natural_key", "read_rgb", "read_video", "save_palette_png",
+    "VIDEO_EXTENSIONS", "FrameInfo", "LiveOptions", "LiveReader", "LiveStats", "ObjectMaskWriter", "OverlayWriter",
+    "PaletteWriter", "RetryEvent", "RleWriter", "StatesWriter", "StreamError", "VideoReader", "as_label_map",
+    "draw_overlay", "image_files", "is_live_source", "load_label_map", "natural_key", "read_rgb", "read_video", "save_palette_png",
     "validate_first_mask",
 ]

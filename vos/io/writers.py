@@ -61,6 +61,24 @@ class PaletteWriter(_Writer):
         save_palette_png(self.path(index), label_map)
 
 
+class ObjectMaskWriter:
+    """Each object's own mask, before the objects are merged: ``out_dir/<id:03d>/<index:05d>.png``, palette PNGs with
+    the values 0 / 1 (SAM 2's per-object PNG layout, which SA-V's evaluator reads), each written atomically."""
+
+    def __init__(self, out_dir: PathLike):
+        self.out_dir = Path(out_dir)
+
+    def path(self, obj_id: int, index: int) -> Path:
+        return self.out_dir / f"{obj_id:03d}" / f"{index:05d}.png"
+
+    def write(self, index: int, masks: Dict[int, np.ndarray]) -> None:
+        """Frame ``index``'s masks ``{id: bool H×W}``."""
+        for obj_id, mask in masks.items():
+            path = self.path(obj_id, index)
+            _make_dir(path.parent)
+            save_palette_png(path, np.asarray(mask, np.uint8))
+
+
 def draw_overlay(frame: np.ndarray, label_map: np.ndarray) -> np.ndarray:
     """``frame`` (RGB ``uint8 (H, W, 3)``) with each object blended 50/50 with its DAVIS palette colour and outlined.
 

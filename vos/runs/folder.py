@@ -28,7 +28,8 @@ RUN_FILE = "vos_run.json"
 #: process that wrote the run; ``objects`` is what the run found (:meth:`RunFolder.record`).
 UNCOMPARED = ("vos_version", "checkpoint", "machine", "objects")
 #: Settings that runs of older vos versions did not record, and the value they ran with.
-RECORDED_SINCE = {"precision": "fp32", "references": [], "redetect": False, "verify_threshold": None}
+RECORDED_SINCE = {"precision": "fp32", "references": [], "redetect": False, "verify_threshold": None,
+                  "entries": [], "object_pngs": False}
 
 
 def check_writable(path: Path, what: str) -> None:

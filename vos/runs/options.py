@@ -63,6 +63,21 @@ class ReferencePhoto:
 
 
 @dataclass(frozen=True)
+class ObjectEntry:
+    """Objects that first appear on a later frame (LVOS, YouTube-VOS, MOSE): ``frame``, the 0-based index in the
+    video where they enter; ``mask``, an annotation of that frame. ``obj_id`` None: the file is a label map (as a
+    first-frame mask) and every id in it that is not tracked yet enters; an id: the file is that one object's binary
+    mask (non-zero = the object, as SA-V's per-object PNGs)."""
+
+    frame: int
+    mask: str
+    obj_id: Optional[int] = None
+
+    def settings(self) -> Dict[str, Any]:
+        return {"frame": self.frame, "mask": _resolved(self.mask), "obj_id": self.obj_id}
+
+
+@dataclass(frozen=True)
 class TrackRun:
     """One tracking run: the objects of the first frame of ``video`` followed into the run folder ``out``.
 
@@ -85,6 +100,10 @@ class TrackRun:
     ``video_backend``: ``pyav`` / ``decord`` / ``opencv`` (default: PyAV, falling back to OpenCV).
     Live sources: ``realtime`` (skip to the newest frame when tracking falls behind), ``duration`` (stop after that
     many seconds), ``live`` (time-outs and reconnection); they cannot be resumed (a stream cannot be rewound).
+    ``entries``: objects that enter on later frames (:class:`ObjectEntry`), each started from its annotation on
+    its frame; without a first-frame mask or prompts, frames before the first entering object have no object (and
+    are not encoded). ``object_pngs``: also each tracked object's own mask, before the objects are merged, as
+    binary PNGs ``out/objects/<id:03d>/<frame:05d>.png`` (overlaps kept, as SA-V scores them).
     """
 
     video: str
@@ -106,6 +125,8 @@ class TrackRun:
     realtime: bool = False
     duration: Optional[float] = None
     live: LiveOptions = field(default_factory=LiveOptions)
+    entries: Tuple[ObjectEntry, ...] = ()
+    object_pngs: bool = False
 
     @property
     def is_live(self) -> bool:
@@ -129,9 +150,16 @@ class TrackRun:
         if self.redetect and self.mask is None and not self.prompts:
             raise InputError("--redetect makes the first frame's objects references: give them with --mask or "
                              "--point / --box")
-        if self.mask is None and not self.prompts and not self.references:
+        if self.mask is None and not self.prompts and not self.references and not self.entries:
             raise InputError("nothing to track: give the first frame's objects (--mask, or --point / --box) or "
                              "photos of the objects to find (--ref-image with --ref-mask)")
+        first = 0 if self.mask is None and not self.prompts else 1
+        for entry in self.entries:
+            if entry.frame < first:
+                raise InputError(f"{entry.mask}: objects entering on frame {entry.frame}: the frame must be "
+                                 f"{'≥ 1 (frame 0 has the first-frame mask)' if first else '≥ 0'}")
+            if entry.obj_id is not None and not 1 <= entry.obj_id <= 255:
+                raise InputError(f"{entry.mask}: object id {entry.obj_id} is outside 1..255")
         if self.is_live and self.resume:
             raise InputError(f"--resume: {self.video} is a live source, and a stream cannot be rewound: start a new "
                              f"run (another --out, or --overwrite)")
@@ -153,7 +181,8 @@ class TrackRun:
         return {"video": _resolved(self.video), "mask": None if self.mask is None else _resolved(self.mask),
                 "prompts": [asdict(p) for p in self.prompts], "resize_mask": self.resize_mask,
                 "mask_threshold": self.mask_threshold, "references": [r.settings() for r in self.references],
-                "redetect": self.redetect, **tracking_settings(self.tracker, self.model)}
+                "redetect": self.redetect, "entries": [e.settings() for e in self.entries],
+                "object_pngs": self.object_pngs, **tracking_settings(self.tracker, self.model)}
 
 
 def tracking_settings(tracker: TrackerOptions, model: ModelOptions) -> Dict[str, Any]:

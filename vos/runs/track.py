@@ -20,15 +20,17 @@ import numpy as np
 import torch
 
 from vos.errors import MaskError, OutputError, StreamError, VideoError, VosError
-from vos.io import (OverlayWriter, PaletteWriter, RleWriter, StatesWriter, load_label_map, read_rgb, read_video,
-                    validate_first_mask)
+from vos.io import (ObjectMaskWriter, OverlayWriter, PaletteWriter, RleWriter, StatesWriter, load_label_map, read_rgb,
+                    read_video, validate_first_mask)
 from vos.io.atomic import atomic_write
 from vos.runs.folder import RunFolder, check_output_file
-from vos.runs.options import ReferencePhoto, TrackRun
+from vos.runs.options import ObjectEntry, ReferencePhoto, TrackRun
 from vos.trackers import FrameResult, Tracker
 from vos.trackers.result import ObjectStatus
 
 STATE_FILE = "vos_state.pt"
+#: Folder of a run's per-object masks (``TrackRun.object_pngs``).
+OBJECTS_DIR = "objects"
 #: One line per frame: every object's state, detection score and whether it was found there.
 STATES_FILE = "vos_states.jsonl"
 #: Written when a run reached the end of its source (or ``max_frames``): batch runs skip such folders.
@@ -211,6 +213,21 @@ def _first_labels(run: TrackRun, reader) -> Optional[np.ndarray]:
                                resize=run.resize_mask)
 
 
+#: Objects entering on one frame: ``(obj_id, mask)`` with ``obj_id`` None for a label map (``uint8 H×W``: its ids
+#: not tracked yet enter) or an id for one object's ``bool H×W`` mask.
+Entering = List[Tuple[Optional[int], np.ndarray]]
+
+
+def load_entries(entries: Tuple[ObjectEntry, ...], size: Tuple[int, int], resize: bool) -> Dict[int, Entering]:
+    """Every entry's mask, read and checked against the frame ``size`` (``(height, width)``), by frame index."""
+    loaded: Dict[int, Entering] = {}
+    for entry in entries:
+        labels = validate_first_mask(load_label_map(entry.mask), size, entry.mask, resize=resize)
+        mask = labels if entry.obj_id is None else labels > 0
+        loaded.setdefault(entry.frame, []).append((entry.obj_id, mask))
+    return loaded
+
+
 def track(run: TrackRun, model=None, on_frame: Optional[ProgressFn] = None, stop: Optional[StopControl] = None,
           on_retry: Optional[Callable] = None) -> RunSummary:
     """Track ``run.video`` into ``run.out`` (see :class:`TrackRun`); ``model``: an already loaded model to use
@@ -229,6 +246,7 @@ def track(run: TrackRun, model=None, on_frame: Optional[ProgressFn] = None, stop
     reader = None if run.is_live else _open(run, on_retry)
     try:
         first = None if reader is None else _first_labels(run, reader)
+        entries = {} if reader is None else load_entries(run.entries, reader.size, run.resize_mask)
         if reader is not None and reader.num_frames == 1:
             raise VideoError(f"{run.video}: the video has a single frame: nothing to track after the first-frame mask")
         settings = run.settings()
@@ -241,13 +259,14 @@ def track(run: TrackRun, model=None, on_frame: Optional[ProgressFn] = None, stop
         if reader is None:
             reader = _open(run, on_retry)
             first = _first_labels(run, reader)
+            entries = load_entries(run.entries, reader.size, run.resize_mask)
         tracker = Tracker(model, options=run.tracker, num_frames=reader.num_frames)
         if not done:     # a resumed run has its objects' references in the saved tracker state
             add_references(tracker, references)
         from vos import __version__
 
         folder.start({**settings, "vos_version": __version__})
-        summary = _Loop(run, reader, tracker, model, folder, first, done, on_frame, stop).run()
+        summary = _Loop(run, reader, tracker, model, folder, first, entries, done, on_frame, stop).run()
     finally:
         if reader is not None:
             reader.close()
@@ -259,9 +278,10 @@ class _Loop:
     """The frame loop of :func:`track`: outputs, resume replay, stop requests, failure messages."""
 
     def __init__(self, run: TrackRun, reader, tracker: Tracker, model, folder: RunFolder, first: Optional[np.ndarray],
-                 done: int, on_frame: Optional[ProgressFn], stop: Optional[StopControl]):
+                 entries: Dict[int, Entering], done: int, on_frame: Optional[ProgressFn],
+                 stop: Optional[StopControl]):
         self.opts, self.reader, self.tracker, self.model, self.folder = run, reader, tracker, model, folder
-        self.first = first
+        self.first, self.entries = first, entries
         self.done, self.on_frame, self.stop = done, on_frame, stop or StopControl()
         self.written = 0
         self.total = reader.num_frames if run.max_frames is None else min(run.max_frames,
@@ -315,6 +335,7 @@ class _Loop:
         for index, states in enumerate(self.kept_states):
             self.history.add(index, states)
         self.pngs = stack.enter_context(PaletteWriter(run.out))
+        self.objects = ObjectMaskWriter(run.out / OBJECTS_DIR) if run.object_pngs else None
 
     def _frames(self) -> str:
         """Every frame until the source ends, ``max_frames``, ``duration`` or a stop request; returns why it
@@ -335,7 +356,7 @@ class _Loop:
             if index < self.done:
                 label_map, result = self._replay(index, frame), None
             else:
-                result = self._start(frame) if index == 0 else self.tracker.step(frame)
+                result = self._start(frame) if index == 0 else self._step(index, frame)
                 label_map = result.label_map
                 with self.stop.write_section():
                     self._write(index, frame, result)
@@ -354,12 +375,23 @@ class _Loop:
 
             self.first = masks_from_prompts(self.model, frame, self.opts.prompts, self.tracker.features(frame))
         if self.first is None:
-            return self.tracker.step(frame)
+            return self._step(0, frame)
         result = self.tracker.add_objects(frame, self.first)
         if self.opts.redetect:
             for obj_id in (int(i) for i in np.unique(self.first) if i != 0):
                 self.tracker.add_reference(obj_id, frame, self.first == obj_id)
         return result
+
+    def _step(self, index: int, frame: np.ndarray) -> FrameResult:
+        """Frame ``index`` after the first: the tracked objects tracked, the objects entering here started; before
+        any object has entered, an empty frame (not encoded)."""
+        entering = {}
+        for obj_id, mask in self.entries.get(index, []):
+            masks = {obj_id: mask} if obj_id is not None else {int(i): mask == i for i in np.unique(mask) if i != 0}
+            entering.update({i: m for i, m in masks.items() if i not in self.tracker.object_ids})
+        if not entering and not self.tracker.object_ids:
+            return FrameResult(self.tracker.index, np.zeros(frame.shape[:2], np.uint8))
+        return self.tracker.step(frame, entering)
 
     def _write(self, index: int, frame: np.ndarray, result: FrameResult) -> None:
         """One frame's outputs: the overlay, the RLE and states lines, the PNG (the frame is complete), the tracker
@@ -374,6 +406,8 @@ class _Loop:
             self.rle.write(index, frame, result.label_map)
         self.states.write_states(index, states)
         self.history.add(index, states)
+        if self.objects is not None:
+            self.objects.write(index, result.object_masks)
         self.pngs.write(index, frame, result.label_map)
         if index > 0:
             self._save_state()
@@ -391,7 +425,8 @@ class _Loop:
         return [(i, f"{i}: {s.note}") for i, s in states.items()] if self.finds else []
 
     def _save_state(self) -> None:
-        state = self.tracker.state_dict()
+        """The tracker's state and the frame it is at (the tracker counts from the first frame with an object)."""
+        state = {**self.tracker.state_dict(), "frame": self.done + self.written}
         atomic_write(self.opts.out / STATE_FILE, lambda f: torch.save(state, f))
 
     def _replay(self, index: int, frame: np.ndarray) -> np.ndarray:
@@ -402,11 +437,11 @@ class _Loop:
         if self.overlay is not None:
             kept = {i: ObjectStatus.from_json(s) for i, s in self.kept_states[index].items()}
             self.overlay.write(index, frame, label_map, self._notes(kept))
-        saved = int(self.saved["index"])
+        saved = int(self.saved.get("frame", self.saved["index"]))    # older states: no "frame"
         if index == saved:
             self.tracker.load_state_dict(self.saved, label_map)
         elif index > saved:
-            self.tracker.step(frame)
+            self._step(index, frame)
         return label_map
 
     def _live_stats(self) -> Optional[LiveRunStats]:

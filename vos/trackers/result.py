@@ -73,7 +73,7 @@ class FrameResult:
     mask and −1 outside, SAM 2 its logits of the mask input); ``presence``: ``{id: object-score logit}`` (SAM 2 only;
     an object SAM 2 scores absent, presence ≤ 0, has no pixel in the label map); ``states``: ``{id:``
     :class:`ObjectStatus` ``}`` for every object of the tracker, tracked or searched for (scores, logits and
-    presence cover the tracked ones only)."""
+    presence cover the tracked ones only); ``absent``: tracked ids the engine reports absent in this frame."""
 
     index: int
     label_map: np.ndarray
@@ -81,6 +81,13 @@ class FrameResult:
     logits: Dict[int, np.ndarray] = field(default_factory=dict)
     presence: Dict[int, float] = field(default_factory=dict)
     states: Dict[int, ObjectStatus] = field(default_factory=dict)
+    absent: List[int] = field(default_factory=list)
+
+    @property
+    def object_masks(self) -> Dict[int, np.ndarray]:
+        """``{id: bool H×W}``: each tracked object's own mask before the objects are merged (logits > 0; empty where
+        the engine reports the object absent), so objects may overlap, as in SA-V's per-object predictions."""
+        return {i: (np.zeros(lg.shape, bool) if i in self.absent else lg > 0) for i, lg in self.logits.items()}
 
     @property
     def masks(self) -> Dict[int, np.ndarray]:

@@ -127,14 +127,11 @@ class Tracker:
 
     def add_object(self, frame: np.ndarray, obj_id: int, mask: np.ndarray) -> None:
         """Start tracking ``obj_id`` from its ``bool H×W`` mask in ``frame`` (the latest frame, or the first)."""
-        mask = np.asarray(mask).astype(bool)
-        self._check_size(mask, frame, f"mask of object {obj_id}")
-        if not mask.any():
-            raise MaskError(f"object {obj_id} has an empty mask")
+        masks = self._object_masks(frame, {obj_id: mask})
         if self.index < 0:
-            self._frame(frame, {obj_id: mask})
+            self._frame(frame, masks)
         else:
-            self._start_on_latest(frame, {obj_id: mask})
+            self._start_on_latest(frame, masks)
 
     def remove_object(self, obj_id: int) -> None:
         """Forget ``obj_id`` (its state and references) from the next frame on."""
@@ -146,6 +143,17 @@ class Tracker:
             if record is not None and record.engine is not None:
                 raise MaskError(f"object id {obj_id} is already tracked; remove it first")
 
+    def _object_masks(self, frame: np.ndarray, masks: Dict[int, np.ndarray]) -> Dict[int, np.ndarray]:
+        """``masks`` as ``bool H×W``, each checked: the frame's size, not empty."""
+        checked = {}
+        for obj_id, mask in masks.items():
+            mask = np.asarray(mask).astype(bool)
+            self._check_size(mask, frame, f"mask of object {obj_id}")
+            if not mask.any():
+                raise MaskError(f"object {obj_id} has an empty mask")
+            checked[obj_id] = mask
+        return checked
+
     @staticmethod
     def _check_size(mask: np.ndarray, frame: np.ndarray, what: str) -> None:
         check_image(frame, "frame")
@@ -156,13 +164,16 @@ class Tracker:
     # --- frames -------------------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def step(self, frame: np.ndarray) -> FrameResult:
+    def step(self, frame: np.ndarray, entering: Optional[Dict[int, np.ndarray]] = None) -> FrameResult:
         """The next frame (RGB ``uint8 H×W×3``): every tracked object tracked onto it, every searched one searched
-        for on it."""
-        if not len(self.objects):
+        for on it, and the ``entering`` objects (``{id: bool H×W mask}``: objects that first appear on this frame,
+        as in LVOS and YouTube-VOS) started from their masks in the same pass (one encoder run); their masks are
+        drawn over the tracked objects' in the label map."""
+        entering = self._object_masks(frame, entering or {})
+        if not len(self.objects) and not entering:
             raise InputError("no objects to track: call add_objects(first_frame, label_map) or add_reference(id, "
                              "photo, mask) first")
-        return self._frame(frame, {})
+        return self._frame(frame, entering)
 
     def _frame(self, frame: np.ndarray, given: Dict[int, np.ndarray]) -> FrameResult:
         """One new frame: track the tracked objects, search the searched ones, start the ``given`` objects and the
@@ -241,7 +252,7 @@ class Tracker:
         return FrameResult(self.index, label_map, {i: outputs[i].score for i in ids},
                            {i: outputs[i].logits.float().cpu().numpy() for i in ids},
                            {i: outputs[i].presence for i in ids if outputs[i].presence is not None},
-                           dict(sorted(statuses.items())))
+                           dict(sorted(statuses.items())), [i for i in ids if outputs[i].absent])
 
     # --- resume -------------------------------------------------------------------------------------------------
 
