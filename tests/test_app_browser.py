@@ -26,7 +26,7 @@ from conftest import APPLE, APPLE_MASK, DATA, MODEL_ARGS, ROOT, run_tool
 
 from playwright.sync_api import Page, sync_playwright  # noqa: E402
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = pytest.mark.timeout(600)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -72,7 +72,7 @@ class Server:
         self.proc = subprocess.Popen([sys.executable, str(ROOT / "tools" / "app.py"), *args, "--port",
                                       str(self.port), "--out", str(out)], stdout=self.log, stderr=subprocess.STDOUT,
                                      cwd=ROOT, start_new_session=True)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180
         while not self._up():
             assert self.proc.poll() is None and time.monotonic() < deadline, self.log_text()
             time.sleep(0.3)
@@ -425,7 +425,7 @@ def test_closing_the_page_stops_its_run(browser, server, tmp_path):
     p.screenshot(path=str(tmp_path / "page.png"), full_page=True)
     p.context.close()
     (folder,) = set(server.out.glob("session-*")) - sessions_before
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180
     while not (folder / "run-1.mp4").is_file():                   # the overlay is finalised when the run stops
         assert time.monotonic() < deadline, server.log_text()
         time.sleep(0.2)

@@ -7,8 +7,7 @@ from typing import Optional, Sequence
 
 from vos.cli.batch import add_engine_args, ray_options
 from vos.cli.common import add_model_args, add_tracker_args, model_options, tracker_options
-from vos.errors import EvaluationError, OutputError
-from vos.eval.davis import DavisResult, evaluate_davis, format_table, plot_sequences, write_csvs
+from vos.eval.davis import evaluate_and_write, format_table
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,43 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_set(args: argparse.Namespace, out: Path, sequences: Optional[Sequence[str]]) -> None:
-    """Track every sequence of the set into ``out/<sequence>/`` through the batch runner on ``args.engine``; a failed
-    sequence is an error (the evaluation needs all of them)."""
-    from vos.batch import BatchRun, davis_jobs, run_engine
-
-    options = ray_options(args, workers=args.workers)
-    jobs = davis_jobs(args.davis_root, set=args.set, resolution=args.resolution, sequences=sequences)
-    batch = BatchRun(out, tracker=tracker_options(args), model=model_options(args))
-    summary = run_engine(args.engine, jobs, batch, options)
-    failed = [r for r in summary.results.values() if r is not None and r.status == "failed"]
-    if failed:
-        raise EvaluationError(f"{len(failed)} sequence(s) could not be tracked, e.g. {failed[0].video}: "
-                              f"{failed[0].error} (see {out / 'batch_summary.csv'})")
-
-
-def evaluate_and_report(davis_root: Path, results: Path, out_dir: Path, set: str = "val",
-                        sequences: Optional[Sequence[str]] = None, workers: int = 1, resolution: str = "480p",
-                        progress: bool = True) -> DavisResult:
-    """Evaluate ``results`` and write both CSVs and the chart into ``out_dir``; print the tables.
-
-    Nothing is written unless the whole prediction set is accepted.
-    """
-    result = evaluate_davis(davis_root, results, set=set, sequences=sequences, workers=workers, progress=progress,
-                            resolution=resolution)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError(f"{out_dir}: cannot create output folder ({err})") from err
-    csvs = write_csvs(result, out_dir, set)
-    chart = plot_sequences(result, out_dir / f"per-sequence_JF-{set}.png")
-    print(format_table(result))
-    print()
-    for path in (*csvs, chart):
-        print(f"wrote {path}")
-    return result
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -96,14 +58,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.run:
         if not args.out:
             parser.error("--run needs --out DIR (where the predictions and the CSVs go)")
-        run_set(args, Path(args.out), sequences)
+        from vos.batch import BatchRun
+        from vos.batch.benchmarks import track_davis
+
+        batch = BatchRun(Path(args.out), tracker=tracker_options(args), model=model_options(args))
+        track_davis(args.davis_root, batch, set=args.set, resolution=args.resolution, sequences=sequences,
+                    engine=args.engine, ray=ray_options(args, workers=args.workers))
         args.results = args.out
     elif args.engine != "local":
         parser.error("--engine ray tracks the set: give --run")
     elif not args.results:
         parser.error("give --results R (a predictions folder) or --run")
     results = Path(args.results)
-    out_dir = Path(args.out) if args.out else results
-    evaluate_and_report(Path(args.davis_root), results, out_dir, set=args.set, sequences=sequences,
-                        workers=args.workers, resolution=args.resolution, progress=not args.no_progress)
+    result, written = evaluate_and_write(Path(args.davis_root), results, Path(args.out) if args.out else results,
+                                         set=args.set, sequences=sequences, workers=args.workers,
+                                         resolution=args.resolution, progress=not args.no_progress)
+    print(format_table(result))
+    print()
+    for path in written:
+        print(f"wrote {path}")
     return 0

@@ -16,6 +16,7 @@ COMMANDS = {
     "batch": ("vos.cli.batch", "track many videos (DAVIS / YouTube-VOS layouts, CSV), locally or on Ray"),
     "app": ("vos.cli.app", "the browser app: click the objects, watch them tracked, download the results"),
     "eval-davis": ("vos.cli.eval_davis", "DAVIS 2017 J&F, identical to the official evaluation"),
+    "eval-vos": ("vos.cli.eval_vos", "LVOS, SA-V and MOSEv2, scored as their official tools (and tracked end to end)"),
     "eval-perseg": ("vos.cli.eval_perseg", "PerSeg mIoU / bIoU of PerSAM or PerSAM-F"),
     "eval-oneshot": ("vos.cli.eval_oneshot", "one-shot semantic / part segmentation benchmarks"),
     "dreambooth": ("vos.cli.dreambooth", "PerSAM-assisted DreamBooth fine-tuning (diffusers)"),

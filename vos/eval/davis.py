@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from vos.datasets.davis import VOID_ID, DavisDataset, DavisSequence
-from vos.errors import EvaluationError, InputError
+from vos.errors import EvaluationError, InputError, OutputError
 from vos.io.atomic import atomic_write
 from vos.io.paths import is_dir
 
@@ -413,3 +413,18 @@ def plot_sequences(result: DavisResult, path) -> Path:
     path = Path(path)
     atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=100))
     return path
+
+
+def evaluate_and_write(davis_root: Path, results: Path, out_dir: Path, set: str = "val",
+                       sequences: Optional[Sequence[str]] = None, workers: int = 1, resolution: str = "480p",
+                       progress: bool = True) -> tuple[DavisResult, list[Path]]:
+    """Evaluate ``results``, then write both CSVs and the chart into ``out_dir``; returns the result and the files.
+    Nothing is written unless the whole prediction set is accepted."""
+    result = evaluate_davis(davis_root, results, set=set, sequences=sequences, workers=workers, progress=progress,
+                            resolution=resolution)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"{out_dir}: cannot create output folder ({err})") from err
+    csvs = write_csvs(result, out_dir, set)
+    return result, [*csvs, plot_sequences(result, out_dir / f"per-sequence_JF-{set}.png")]
