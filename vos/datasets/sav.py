@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Tuple, Type
 
 import numpy as np
 from PIL import Image
@@ -44,8 +43,8 @@ class LongVideo:
     (keyed by its folder name, e.g. ``"000"``) the first annotated frame where its mask is not empty."""
 
     name: str
-    frames_dir: Optional[Path]
-    objects: Dict[str, ObjectStart]
+    frames_dir: Path | None
+    objects: dict[str, ObjectStart]
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,7 @@ class SavObject:
 
     name: str
     folder: Path
-    frames: Tuple[str, ...]
+    frames: tuple[str, ...]
 
     def mask(self, frame: str) -> np.ndarray:
         """Ground-truth mask of ``frame`` (a file name of :attr:`frames`): ``bool`` H×W."""
@@ -71,10 +70,10 @@ class SavVideo:
 
     name: str
     folder: Path
-    objects: Tuple[SavObject, ...]
+    objects: tuple[SavObject, ...]
 
 
-def read_binary_mask(path: Path, error: Type[VosError], what: str) -> np.ndarray:
+def read_binary_mask(path: Path, error: type[VosError], what: str) -> np.ndarray:
     """Decode a PNG as PIL does and binarise it (``value > 0``), rejecting more than 2 distinct values (shape as
     decoded: H×W, or H×W×C for colour images)."""
     try:
@@ -105,7 +104,7 @@ class SavDataset:
     :class:`DatasetError` naming the path.
     """
 
-    def __init__(self, gt_root, video_list: Optional[str] = None):
+    def __init__(self, gt_root, video_list: str | None = None):
         self.root = Path(gt_root)
         if not is_dir(self.root, "ground-truth root", DatasetError):
             raise DatasetError(f"{self.root}: SA-V ground-truth folder not found")

@@ -39,10 +39,11 @@ Arrays: masks are ``bool`` H×W indexed ``[row, col]``. No torch import here.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence, TypeVar
+from typing import Callable, TypeVar
 
 import numpy as np
 
@@ -69,7 +70,7 @@ class SavObjectResult:
     (float64 in [0, 1], aligned with ``frames``)."""
 
     id: str
-    frames: List[str]
+    frames: list[str]
     J: np.ndarray
     F: np.ndarray
 
@@ -89,14 +90,14 @@ class SavVideoResult:
     """One video and its objects in the official order (sorted folder names)."""
 
     name: str
-    objects: List[SavObjectResult]
+    objects: list[SavObjectResult]
 
 
 @dataclass
 class SavResult:
     """A whole evaluation: videos in sorted order and the global J, F, J&F (percent, unrounded)."""
 
-    videos: List[SavVideoResult]
+    videos: list[SavVideoResult]
     J: float
     F: float
     JF: float
@@ -128,9 +129,9 @@ def read_prediction(path: Path, shape: tuple) -> np.ndarray:
 
 def evaluate_object(obj: SavObject, pred_dir: Path) -> SavObjectResult:
     """Score one object against the PNGs of ``pred_dir`` (its prediction folder) on its scored frames."""
-    frames: List[str] = []
-    js: List[float] = []
-    fs: List[float] = []
+    frames: list[str] = []
+    js: list[float] = []
+    fs: list[float] = []
     kernels: dict = {}
     has_gt = False
     for frame in obj.frames[1:-1]:
@@ -184,7 +185,7 @@ def _evaluate_job(job: tuple) -> SavVideoResult:
     return evaluate_video(*job)
 
 
-def _ordered_map(fn: Callable[[_Job], _Out], jobs: List[_Job], workers: int) -> Iterator[_Out]:
+def _ordered_map(fn: Callable[[_Job], _Out], jobs: list[_Job], workers: int) -> Iterator[_Out]:
     """``map(fn, jobs)`` in-process for one worker, else in a process pool (results keep the input order)."""
     if workers == 1 or len(jobs) <= 1:
         yield from map(fn, jobs)
@@ -196,7 +197,7 @@ def _ordered_map(fn: Callable[[_Job], _Out], jobs: List[_Job], workers: int) -> 
             pool.shutdown(cancel_futures=True)
 
 
-def evaluate(gt_root: Path, results: Path, set: Optional[str] = None, *, progress: bool = False,
+def evaluate(gt_root: Path, results: Path, set: str | None = None, *, progress: bool = False,
              workers: int = 1) -> SavResult:
     """Evaluate ``<results>/<video>/<object>/<frame>.png`` against an SA-V ground-truth root, as the official tool.
 
@@ -238,7 +239,7 @@ def results_csv(result: SavResult) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def write_outputs(result: SavResult, out_dir: Path) -> List[Path]:
+def write_outputs(result: SavResult, out_dir: Path) -> list[Path]:
     """Create ``out_dir`` and write the official ``results.csv`` into it atomically; return its path."""
     out_dir = Path(out_dir)
     try:

@@ -30,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Optional
 
 HERE = Path(__file__).resolve().parent
 CASES = HERE / "cases"
@@ -187,7 +186,7 @@ def video_car(gt: Path, pred: Path, name: str) -> None:
                                      for k, m in enumerate(maps)])
 
 
-def small_video(gt: Optional[Path], pred: Optional[Path], name: str, objects=("000", "001")) -> None:
+def small_video(gt: Path | None, pred: Path | None, name: str, objects=("000", "001")) -> None:
     """A small valid video (motocross-jump at 213x120, 6 frames): exact and dilated predictions (None: not written)."""
     maps = davis_labels("motocross-jump", 4, 6)
     for i, obj in enumerate(objects):
@@ -325,7 +324,7 @@ def run_official(official: Path, python: str, case: Path, strict: bool) -> dict:
         shutil.copytree(case / "pred", pred)
         cmd = [python, "sav_evaluator.py", "--gt_root", str(case / "gt"), "--pred_root", str(pred), "-n", "1"]
         cmd += ["--strict"] if strict else []
-        proc = subprocess.run(cmd, cwd=official, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(cmd, check=False, cwd=official, capture_output=True, text=True, timeout=600)
         (expected / f"stdout{suffix}.txt").write_text(clean_output(proc.stdout, Path(tmp), case))
         (expected / f"stderr{suffix}.txt").write_text(clean_output(proc.stderr, Path(tmp), case))
         wrote = (pred / "results.csv").is_file()
