@@ -309,8 +309,10 @@ CASE_BUILDERS = {"main": case_main, "odd_names": case_odd_names, "empty_video": 
 
 
 def clean_output(text: str, tmp: Path, case: Path) -> str:
-    """Drop timing and progress-bar lines and replace temporary paths, so the stored text is reproducible."""
-    lines = [line for line in text.replace(str(tmp), "<pred_root>").replace(str(case), "<case>").splitlines()
+    """Drop timing and progress-bar lines, replace temporary paths and keep only file names in tracebacks, so the
+    stored text is reproducible and names no machine path."""
+    text = re.sub(r'File "(?:[^"]*/)?([^"/]+)"', r'File "\1"', text.replace(str(tmp), "<pred_root>"))
+    lines = [line for line in text.replace(str(case), "<case>").splitlines()
              if not line.startswith("Time taken") and "it/s]" not in line and "s/it]" not in line]
     return "\n".join(lines) + ("\n" if lines else "")
 
