@@ -270,3 +270,10 @@ def test_eval_modules_do_not_import_torch():
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
                           check=False)
     assert done.returncode == 0
+
+
+def test_only_empty_video_folders_rejected(tmp_path: Path):
+    """The official tool writes a results.csv of nan here; vos rejects the ground truth."""
+    (tmp_path / "gt" / "a").mkdir(parents=True)
+    (tmp_path / "pred" / "a").mkdir(parents=True)
+    _rejects(DatasetError, ["no object"], tmp_path / "gt", tmp_path / "pred", tmp_path / "out")

@@ -29,7 +29,8 @@ line naming the file, and writes nothing):
   ``EvaluationError``.
 * a ground-truth object with no mask on any scored frame (at most 2 annotated frames, or present only on the first
   or the last one): ``AssertionError``, exit 1 → ``DatasetError``. No video folder at all: a ``TypeError`` →
-  ``DatasetError``; no object at all: ``nan`` scores → ``DatasetError``.
+  ``DatasetError``; no object at all (only empty video folders): a ``results.csv`` of ``nan``, exit 0 →
+  ``DatasetError``.
 * ``results.csv`` is written into the prediction root by the official tool, into ``out_dir`` by vos.
 * the official tool's DAVIS-style layout (a video folder of multi-object label-map PNGs) is not evaluated
   (``DatasetError``), nor is its fallback from a root holding ``Annotations/`` to that folder.
