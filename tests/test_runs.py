@@ -337,3 +337,29 @@ def test_vos_version_prints_the_installed_version(tmp_path):
     proc = subprocess.run([sys.executable, "-S", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
                           check=False)
     assert (proc.returncode, proc.stdout) == (0, "vos 9.8.7\n"), proc.stderr
+
+
+def test_track_arguments_give_back_the_same_run_for_every_option():
+    """The app's resume command line comes from vos.cli.track.track_arguments: parsing its output gives the same
+    TrackRun, whatever options differ from the defaults (a new option the inverse does not know fails here)."""
+    from vos.cli.track import build_parser, track_arguments, track_run
+    from vos.io.live import LiveOptions
+    from vos.prompts import ObjectPrompt
+    from vos.runs.options import ObjectEntry, ReferencePhoto
+
+    plain = TrackRun("v.mp4", "m.png", Path("out"))
+    every = TrackRun(
+        "rtsp://127.0.0.1:8554/x", None, Path("out"), overlay=Path("o.mp4"), rle=Path("r.jsonl"), max_frames=7,
+        resume=True, resize_mask=True, mask_threshold=128, video_backend="opencv",
+        tracker=TrackerOptions(method="persam", absence_threshold=0.5, decoder_batch=4, refind_lost=True,
+                               reproduce_reference_quirks=True, detect_threshold=0.6, lost_after=3, confirm_frames=2,
+                               verify_threshold=None),
+        model=ModelOptions("minisam", "ck.pt", "cpu", "stock", True, "bf16"),
+        prompts=(ObjectPrompt(1, ((10.5, 20.0, 1), (3.0, 4.0, 0))), ObjectPrompt(3, (), (1.0, 2.0, 30.0, 40.0))),
+        references=(ReferencePhoto("a.jpg", "a.png"),), redetect=True, realtime=True, duration=3.5,
+        live=LiveOptions(open_timeout=2.0, read_timeout=3.0, attempts=1, rtsp_transport="udp"))
+    for run in (plain, every, replace(every, resume=False, overwrite=True, tracker=TrackerOptions(method="sam2"))):
+        assert track_run(build_parser().parse_args(track_arguments(run))) == run
+    assert track_arguments(plain) == ["--video", "v.mp4", "--out", "out", "--mask", "m.png"]
+    with pytest.raises(Exception, match="entering"):
+        track_arguments(replace(plain, entries=(ObjectEntry(3, "m.png"),)))

@@ -155,30 +155,8 @@ def shown(path) -> str:
 
 def command_line(run: TrackRun) -> str:
     """The ``vos track`` command that continues ``run`` (``--resume``) from the app's working folder: the same run
-    folder and settings."""
-    args = ["vos", "track", "--video", shown(run.video), "--out", shown(run.out)]
-    if run.mask is not None:
-        args += ["--mask", shown(run.mask)]
-    for prompt in run.prompts:
-        args += ["--object-id", str(prompt.obj_id)]
-        for x, y, label in prompt.points:
-            args += ["--point", f"{x:g},{y:g},{label}"]
-        if prompt.box is not None:
-            args += ["--box", ",".join(f"{v:g}" for v in prompt.box)]
-    for ref in run.references:
-        args += ["--ref-image", shown(ref.image), "--ref-mask", shown(ref.mask)]
-    args += ["--redetect"] if run.redetect else []
-    if run.references or run.redetect:
-        args += ["--detect-threshold", repr(run.tracker.detect_threshold)]
-    for flag, path in (("--overlay", run.overlay), ("--rle", run.rle)):
-        if path is not None:
-            args += [flag, shown(path)]
-    if run.tracker.method is not None:
-        args += ["--method", run.tracker.method]
-    model = run.model
-    checkpoint = [] if not model.checkpoint else ["--checkpoint", shown(Path(model.checkpoint).expanduser())]
-    args += ["--model", model.name] + checkpoint
-    args += (["--device", model.device] if model.device else []) + ["--encoder", model.encoder]
-    args += ["--precision", model.precision] if model.precision != "fp32" else []
-    args += (["--random-weights"] if model.random_weights else []) + ["--resume"]
-    return shlex.join(args)
+    folder and settings (:func:`vos.cli.track.track_arguments`)."""
+    from vos.cli.track import track_arguments
+
+    args = track_arguments(replace(run, resume=False, overwrite=False), lambda p: shown(Path(p).expanduser()))
+    return shlex.join(["vos", "track", *args, "--resume"])

@@ -63,13 +63,23 @@ def mosev2_jobs(gt_root: Path, set: Optional[str], frames: Optional[Path] = None
 
 def sav_jobs(gt_root: Path, set: Optional[str], frames: Optional[Path] = None) -> List[Job]:
     """One job per SA-V video: its 24 fps frames, each object entering (from its own binary PNG) on its first
-    annotated frame, per-object masks kept."""
-    from vos.datasets.sav import read_sav
+    non-empty annotated frame, per-object masks kept. Object folders ``000``, ``001``, … are tracked as ids 1, 2, …
+    (:func:`sav_object_folders`)."""
+    from vos.datasets.sav import SavDataset
 
-    root = _frame_root(frames, gt_root.parent / "JPEGImages_24fps")
-    return [entry_job(v.name, root / v.name, [(s.first_frame, s.annotation, i) for i, s in v.objects.items()],
-                      object_pngs=True)
-            for v in read_sav(gt_root, set)]
+    dataset = SavDataset(gt_root, set)
+    root = _frame_root(frames, Path(gt_root).parent / "JPEGImages_24fps")
+    jobs = []
+    for name in dataset.videos:
+        video = dataset.long_video(name)
+        starts = [(s.first_frame, s.annotation, i) for i, s in enumerate(video.objects.values(), start=1)]
+        jobs.append(entry_job(name, root / name, starts, object_pngs=True))
+    return jobs
+
+
+def sav_object_folders(job: Job) -> Dict[int, str]:
+    """The SA-V object folder of each tracked id of a :func:`sav_jobs` job (the folder its entry's PNG is in)."""
+    return {e.obj_id: Path(e.mask).parent.name for e in job.entries}
 
 
 JOBS: Dict[str, Callable[[Path, Optional[str], Optional[Path]], List[Job]]] = {
@@ -85,7 +95,7 @@ def track_benchmark(name: str, gt_root: Path, batch: BatchRun, results: Path, se
     for job in jobs:
         run = Path(batch.out) / job.name
         if name == "sav":
-            export_object_masks(run, job, results / job.name)
+            export_object_masks(run, job, results / job.name, sav_object_folders(job))
         else:
             export_label_maps(run, job, results / job.name)
     return results

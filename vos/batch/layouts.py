@@ -11,7 +11,7 @@ import os
 import shutil
 import zipfile
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -74,20 +74,17 @@ def export_label_maps(run: Path, job: Job, dest: Path, only: Optional[Iterable[s
     return written
 
 
-def export_object_masks(run: Path, job: Job, dest: Path) -> List[Path]:
-    """The run's per-object masks as SA-V's ``dest/<id:03d>/<frame name>.png`` (0 / 1 palette PNGs) for every frame
-    of every object the run tracked; frames before an object entered get an empty mask, as the evaluator reads one
-    PNG per object and annotated frame."""
+def export_object_masks(run: Path, job: Job, dest: Path, folders: Dict[int, str]) -> List[Path]:
+    """The run's per-object masks as SA-V's ``dest/<folder>/<frame name>.png`` (0 / 1 palette PNGs), ``folders``
+    naming each tracked id's folder, for every frame; frames before an object entered get an empty mask, as the
+    evaluator reads one PNG per object and annotated frame."""
     names = frame_names(job)
     _complete_frames(run, names)
-    objects = sorted(p for p in (run / OBJECTS_DIR).iterdir() if p.is_dir()) if (run / OBJECTS_DIR).is_dir() else []
-    if not objects:
-        raise OutputError(f"{run}: no per-object masks in {run / OBJECTS_DIR} (the run was made without them)")
     with Image.open(run / "00000.png") as image:
         empty = np.zeros((image.height, image.width), np.uint8)
     written = []
-    for folder in objects:
-        target = _folder(dest / folder.name)
+    for obj_id, folder_name in folders.items():
+        folder, target = run / OBJECTS_DIR / f"{obj_id:03d}", _folder(dest / folder_name)
         for index, name in enumerate(names):
             source, path = folder / f"{index:05d}.png", target / f"{name}.png"
             if source.is_file():

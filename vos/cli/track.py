@@ -19,8 +19,9 @@ progress, every output closed.
 from __future__ import annotations
 
 import argparse
+import operator
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 from vos.cli.common import (FrameBar, add_model_args, add_reference_args, add_tracker_args, model_options, references,
                             stop_on_signals, tracker_options)
@@ -112,6 +113,51 @@ def track_run(args: argparse.Namespace):
                     video_backend=args.video_backend, tracker=tracker_options(args), model=model_options(args),
                     prompts=prompts(args), references=references(args), redetect=args.redetect,
                     realtime=args.realtime, duration=args.duration, live=live)
+
+
+#: Options whose value is not one setting of the run (prompts and references are written in groups), and the
+#: settings whose name differs from the option's.
+_GROUPED = {"help", "no_progress", "video", "out", "point", "box", "object_id", "ref_image", "ref_mask"}
+_RENAMED = {"reconnect": "live.attempts", "model": "model.name"}
+_PATHS = {"mask", "overlay", "rle", "checkpoint"}
+
+
+def _setting(run, dest: str):
+    """The value behind option ``dest`` in a :class:`~vos.runs.TrackRun` (itself, its tracker, model or live
+    options)."""
+    if dest in _RENAMED:
+        return operator.attrgetter(_RENAMED[dest])(run)
+    owner = next(o for o in (run, run.tracker, run.model, run.live) if hasattr(o, dest))
+    return getattr(owner, dest)
+
+
+def track_arguments(run, path: Callable[[str], str] = str) -> List[str]:
+    """The ``vos track`` arguments that :func:`track_run` turns back into ``run`` (a :class:`~vos.runs.TrackRun`),
+    derived from the parser: every option whose setting differs from its default; ``path`` shows each file path
+    (e.g. relative to a working folder). Entering objects and per-object PNGs have no option (:class:`InputError`)."""
+    from vos.errors import InputError
+
+    if run.entries or run.object_pngs:
+        raise InputError("objects entering on later frames and per-object PNGs are set by batch layouts, not by "
+                         "vos track options")
+    parser = build_parser()
+    defaults = track_run(parser.parse_args(["--video", "-", "--out", "-"]))
+    args = ["--video", run.video if run.is_live else path(run.video), "--out", path(str(run.out))]
+    for obj in run.prompts:
+        args += ["--object-id", str(obj.obj_id)]
+        args += [a for x, y, label in obj.points for a in ("--point", f"{x!r},{y!r},{label}")]
+        args += [] if obj.box is None else ["--box", ",".join(repr(v) for v in obj.box)]
+    for ref in run.references:
+        args += ["--ref-image", path(ref.image), "--ref-mask", path(ref.mask)]
+    for action in parser._actions:
+        if action.dest in _GROUPED or _setting(run, action.dest) == _setting(defaults, action.dest):
+            continue
+        value, flag = _setting(run, action.dest), action.option_strings[0]
+        if isinstance(action, argparse._StoreTrueAction):
+            args.append(flag)
+        else:
+            args += [flag, path(str(value)) if action.dest in _PATHS else "off" if value is None else str(value)]
+    return args
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
