@@ -363,3 +363,28 @@ def test_track_arguments_give_back_the_same_run_for_every_option():
     assert track_arguments(plain) == ["--video", "v.mp4", "--out", "out", "--mask", "m.png"]
     with pytest.raises(Exception, match="entering"):
         track_arguments(replace(plain, entries=(ObjectEntry(3, "m.png"),)))
+
+
+def test_known_first_frame_features_are_not_encoded_again_and_change_nothing(tmp_path, clip, tiny_sam):
+    """The app encodes the first frame when a source opens and hands those features to the run (known=): the image
+    encoder then runs once per later frame only, and the outputs are the bytes of a run without them."""
+    from vos.models.backend import backend_for
+
+    frames, mask = clip
+    calls = []
+    hook = tiny_sam.image_encoder.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        plain = track(TrackRun(str(frames), str(mask), tmp_path / "plain", model=TINY), model=tiny_sam)
+        encoded_plain = len(calls)
+        first = next(iter(read_video(str(frames))))
+        features = backend_for(tiny_sam).encode(first)
+        calls.clear()
+        known = track(TrackRun(str(frames), str(mask), tmp_path / "known", model=TINY), model=tiny_sam,
+                      known=(first, features))
+    finally:
+        hook.remove()
+    assert plain.frames == known.frames == 4
+    assert encoded_plain == 4 and len(calls) == 3
+    assert snapshot(tmp_path / "plain").keys() == snapshot(tmp_path / "known").keys()
+    a, b = pngs(tmp_path / "plain"), pngs(tmp_path / "known")
+    assert all(np.array_equal(a[k], b[k]) for k in a)

@@ -187,7 +187,7 @@ class Handlers:
             if session.job is not None and not session.job.done:
                 raise InputError("a run is in progress: wait for it or press Stop")
             run = make_run()
-            session.job = RunJob(run, lambda: self.models.get(run.model))
+            session.job = RunJob(run, lambda: self.models.get(run.model), known=session.first.known(run.model))
             return session.job
 
     @staticmethod

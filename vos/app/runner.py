@@ -85,10 +85,11 @@ def resumed(run: TrackRun, max_frames: Optional[int]) -> TrackRun:
 
 class RunJob:
     """:func:`vos.runs.track` of ``run`` in a worker thread; :meth:`wait` hands the page the newest frame,
-    :attr:`stop` ends the run after the frame in progress (everything written so far is kept)."""
+    :attr:`stop` ends the run after the frame in progress (everything written so far is kept). ``known``: the first
+    frame and its features, encoded when the source opened (not encoded again)."""
 
-    def __init__(self, run: TrackRun, load_model: Callable[[], nn.Module]):
-        self.run = run
+    def __init__(self, run: TrackRun, load_model: Callable[[], nn.Module], known=None):
+        self.run, self.known = run, known
         self.stop = StopControl()
         self.summary: Optional[RunSummary] = None
         self.error: Optional[BaseException] = None
@@ -102,7 +103,8 @@ class RunJob:
 
     def _work(self, load_model: Callable[[], nn.Module]) -> None:
         try:
-            self.summary = track(self.run, model=load_model(), on_frame=self._on_frame, stop=self.stop)
+            self.summary = track(self.run, model=load_model(), on_frame=self._on_frame, stop=self.stop,
+                                 known=self.known)
         except BaseException as err:     # reported in the page; a bug also in the server log
             if not isinstance(err, VosError):
                 log.exception("run %s failed", self.run.out)

@@ -164,6 +164,13 @@ class Canvas:
                 self._features = (options, backend_for(model).encode(self.image))
             return self._features[1]
 
+    def known(self, options: ModelOptions) -> Optional[Tuple[np.ndarray, Any]]:
+        """``(image, features)`` when the image is already encoded with the model of ``options``, else None."""
+        with self._lock:
+            if self._features is None or self._features[0] != options:
+                return None
+            return self.image, self._features[1]
+
     def _labels(self, objects: Objects, model: ModelSource) -> Optional[np.ndarray]:
         def decode(prompts: List[ObjectPrompt]) -> np.ndarray:
             options, net = model()

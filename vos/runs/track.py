@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -229,10 +229,12 @@ def load_entries(entries: Tuple[ObjectEntry, ...], size: Tuple[int, int], resize
 
 
 def track(run: TrackRun, model=None, on_frame: Optional[ProgressFn] = None, stop: Optional[StopControl] = None,
-          on_retry: Optional[Callable] = None) -> RunSummary:
+          on_retry: Optional[Callable] = None, known: Optional[Tuple[np.ndarray, Any]] = None) -> RunSummary:
     """Track ``run.video`` into ``run.out`` (see :class:`TrackRun`); ``model``: an already loaded model to use
     instead of ``run.model``'s (its settings are still recorded from ``run.model``); ``on_retry``: called with each
-    reconnection attempt of a live stream (:class:`vos.io.live.RetryEvent`; default: a logged warning).
+    reconnection attempt of a live stream (:class:`vos.io.live.RetryEvent`; default: a logged warning); ``known``:
+    ``(picture, features)`` already encoded with ``model`` (the app's first frame): not encoded again when the run
+    starts on that picture.
 
     A file or folder is opened before the model is loaded (a bad video fails at once); a live source after it (so
     that no frame waits behind the model's loading).
@@ -261,6 +263,8 @@ def track(run: TrackRun, model=None, on_frame: Optional[ProgressFn] = None, stop
             first = _first_labels(run, reader)
             entries = load_entries(run.entries, reader.size, run.resize_mask)
         tracker = Tracker(model, options=run.tracker, num_frames=reader.num_frames)
+        if known is not None and not done:
+            tracker.remember(*known)
         if not done:     # a resumed run has its objects' references in the saved tracker state
             add_references(tracker, references)
         from vos import __version__

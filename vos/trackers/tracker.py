@@ -86,6 +86,12 @@ class Tracker:
             return last[1]
         return None
 
+    def remember(self, frame: np.ndarray, features) -> None:
+        """``features`` of ``frame`` computed elsewhere with this tracker's model (the app encodes the first frame
+        when a source opens): used instead of encoding when the next frame is the same picture."""
+        check_image(frame, "frame")
+        self._last = (frame.copy(), features)
+
     def forget_frame(self) -> None:
         """Drop the latest frame's features (the next frame is encoded even if it is the same picture)."""
         self._last = None
