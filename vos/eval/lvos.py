@@ -19,8 +19,8 @@ one object with no scored frame makes its half NaN (plain means, not nanmeans). 
 Where vos differs (on input the official tool does not score): a missing prediction frame or video makes the tool
 print ``<vid> frame <f> not found!`` and exit with status 0 without CSVs (with its default process pool it can
 hang): vos raises :class:`EvaluationError`. A prediction of the wrong size or an RGB PNG crashes it with an
-AssertionError: vos raises ``EvaluationError``. An id that is not an object of the video in the meta is silently
-ignored by the tool: vos rejects it (``EvaluationError``). Metas the tool crashes on raise ``DatasetError``. The
+AssertionError: vos raises ``EvaluationError``. An id that is not an object of the video in the meta, in a frame
+that is read, is silently ignored by the tool: vos rejects it (``EvaluationError``). Metas the tool crashes on raise ``DatasetError``. The
 tool re-uses CSVs it finds in the results folder; vos always recomputes and writes into its own output folder.
 
 Arrays: label maps are H×W indexed ``[row, col]``; masks are ``bool`` H×W. No torch import here.

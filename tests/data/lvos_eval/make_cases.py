@@ -1,13 +1,13 @@
 #!/usr/bin/env python
-"""Lay out the LVOS evaluation fixtures and, optionally, fill in what the official tool outputs for them.
+"""Lay out the LVOS evaluation fixtures (``gt/``, ``cases/``: both are rebuilt) and store what the official tool
+outputs for them.
 
-    python make_cases.py                                   # ground truth + predictions only
     python make_cases.py --official /path/to/lvos-evaluation --official-python /path/to/venv/bin/python
 
 Ground truth is built from davis-mini's real masks (``--davis``, default: the repository's copy), downscaled 2×
-(nearest neighbour) to 427×240 and laid out as LVOS: DAVIS frame ``t`` of the selection becomes annotated frame
+(nearest neighbour) to 427×240 and laid out as LVOS: the k-th selected DAVIS frame becomes annotated frame
 ``5·k`` (``%08d.png``), one ``<set>_meta.json`` per split with ``videos.<vid>.objects.<id>.frame_range``. Each case
-folder gets ``case.json``, ``pred/`` and, with ``--official``, ``expected/``: the two CSVs the official
+folder gets ``case.json``, ``pred/`` and ``expected/``: the two CSVs the official
 ``evaluation_method.py`` wrote when run unchanged (``--mp_nums 1``, working directory = its checkout, so that it reads
 its own ``unseen_videos.txt``), its stdout without the timing line, and ``values.json``: the unrounded values, taken by
 importing the official modules in the official interpreter (the script's globals after ``runpy``, and its
@@ -362,14 +362,13 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--davis", type=Path, default=DAVIS, help="davis-mini root (Annotations/480p)")
-    parser.add_argument("--official", type=Path, help="checkout of LingyiHongfd/lvos-evaluation (never modified)")
+    parser.add_argument("--official", type=Path, required=True,
+                        help="checkout of LingyiHongfd/lvos-evaluation (never modified)")
     parser.add_argument("--official-python", default=sys.executable,
                         help="interpreter of the official tool's venv (numpy 1.26)")
     args = parser.parse_args()
-    cases = lay_out(args.davis)
-    if args.official:
-        for case in cases:
-            run_official(case, args.official.resolve(), args.official_python)
+    for case in lay_out(args.davis):
+        run_official(case, args.official.resolve(), args.official_python)
 
 
 if __name__ == "__main__":
