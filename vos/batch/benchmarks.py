@@ -44,12 +44,13 @@ def _frame_root(frames: Optional[Path], default: Path) -> Path:
 
 
 def lvos_jobs(gt_root: Path, set: Optional[str], frames: Optional[Path] = None) -> List[Job]:
-    """One job per video of ``<set>_meta.json``: its frames, each object entering on its meta ``start`` frame."""
-    from vos.datasets.lvos import read_lvos
+    """One job per video of ``<set>_meta.json``: its frames, each object entering on its meta ``start`` frame (from
+    the annotation there: the ids it holds that are not tracked yet)."""
+    from vos.datasets.lvos import LvosDataset
 
-    root = _frame_root(frames, gt_root / "JPEGImages")
+    root = _frame_root(frames, Path(gt_root) / "JPEGImages")
     return [entry_job(v.name, root / v.name, [(s.first_frame, s.annotation, None) for s in v.objects.values()])
-            for v in read_lvos(gt_root, set or "valid")]
+            for v in LvosDataset(gt_root, set or "valid")]
 
 
 def mosev2_jobs(gt_root: Path, set: Optional[str], frames: Optional[Path] = None) -> List[Job]:
