@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from vos.datasets.davis import read_label_map
-from vos.errors import DatasetError
-from vos.io.paths import is_dir, is_file
+from vos.errors import DatasetError, VosError
+from vos.io.paths import is_dir, is_file, unreachable
 
 META_FILE = "meta.json"
 _FRAME = re.compile(r"\d+\.png")
@@ -77,6 +77,14 @@ class MoseVideo:
         return {obj: found[obj] for obj in self.object_ids if obj in found}
 
 
+def list_folder(path: Path, what: str, error: type[VosError] = DatasetError) -> list[str]:
+    """``os.listdir(path)`` (file-system order), raising ``error`` naming ``path`` when it cannot be read."""
+    try:
+        return os.listdir(path)
+    except OSError as err:
+        raise error(unreachable(path, what, err)) from None
+
+
 def _load_meta(path: Path) -> dict:
     if not is_file(path, "MOSEv2 meta file", DatasetError):
         raise DatasetError(f"{path}: MOSEv2 meta file not found")
@@ -119,7 +127,8 @@ class MoseDataset:
             raise DatasetError(f"{self.annotations}: annotation folder not found")
         images = self.root / "JPEGImages"
         self._images = images if is_dir(images, "frame folder", DatasetError) else None
-        self.videos: list[MoseVideo] = [self._load(name, meta) for name in os.listdir(self.annotations)]
+        self.videos: list[MoseVideo] = [self._load(name, meta)
+                                        for name in list_folder(self.annotations, "annotation folder")]
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -142,7 +151,7 @@ class MoseDataset:
             raise DatasetError(f"{self.meta_path}: videos.{name} needs length, height, width and objects") from None
         if not is_dir(folder, "annotation folder", DatasetError):
             raise DatasetError(f"{folder}: not a folder of annotation PNGs")
-        files = os.listdir(folder)
+        files = list_folder(folder, "annotation folder")
         if _int_or_none(length, f"videos.{name}.length", self.meta_path) != len(files):
             raise DatasetError(f"{folder}: {len(files)} annotation files but the meta says length {length}")
         bad = sorted(f for f in files if not _FRAME.fullmatch(f))
@@ -151,6 +160,7 @@ class MoseDataset:
         stems = sorted((f[:-4] for f in files), key=int)
         h = _int_or_none(height, f"videos.{name}.height", self.meta_path)
         w = _int_or_none(width, f"videos.{name}.width", self.meta_path)
-        frames = self._images / name if self._images is not None and (self._images / name).is_dir() else None
+        has_frames = self._images is not None and is_dir(self._images / name, "frame folder", DatasetError)
+        frames = self._images / name if has_frames else None
         return MoseVideo(name, frames, folder, tuple(stems), None if h is None or w is None else (h, w),
                          _object_keys(objects, name, self.meta_path))

@@ -4,7 +4,8 @@
 Layout: ground truth ``<gt_root>/meta.json`` + ``<gt_root>/Annotations/<vid>/<%05d>.png`` (see
 :mod:`vos.datasets.mose`); predictions ``<results>/<vid>/<frame>.png`` with object ids as pixel values (palette or
 8-bit grayscale). As officially, a results folder whose only non-hidden entry is a folder is read inside that folder
-(a submission zip's top folder), except, in vos, when that folder is named like a video of the ground truth.
+(a submission zip's top folder), except, in vos, when that folder is named like a video of the ground truth (the
+official tool then looks for every video inside that video's folder and scores them all 0).
 
 Rules (per video of ``Annotations/``, in ``os.listdir`` order, and per object of its meta entry, in meta order):
 - frames ``1 .. length-2`` are scored (the official tool does it in chunks of 15 frames; chunking changes nothing);
@@ -15,7 +16,8 @@ Rules (per video of ``Annotations/``, in ``os.listdir`` order, and per object of
   ``r < 0.008·diag`` (small objects) F_new uses the disk of radius r and the legacy F the disk of radius
   ``ceil(0.008·diag)`` (DAVIS's F); otherwise both use the disk of the NON-ceiled radius ``0.008·diag``, a footprint
   of ``ceil(2r+1)`` offsets ``-r, -r+1, …`` (off-centre, even-sized when frac(r) < 0.5), so the legacy F of large
-  objects is not DAVIS's F;
+  objects is not DAVIS's F (on frames under ~44 px of diagonal the footprint is empty and identical masks get F = 1/6,
+  as officially);
 - disappear_J / disappear_F_new: the mean over the object's disappearance segments (maximal runs of frames whose
   ground truth is empty, except a run starting at the first scored frame) of the segment's mean J / F_new;
   reappear_*: the same over the runs of non-empty ground truth that follow an empty run (so a first appearance after
@@ -33,8 +35,8 @@ Rejected (``EvaluationError``; ``DatasetError`` for the ground truth), one line 
 tool does otherwise:
 - a missing prediction frame: the official tool pairs frame k with the k-th file of the sorted prediction list, so a
   missing frame silently shifts which frames are scored (exit 0), or with too few files stops on an AssertionError;
-  vos requires ``<frame>.png`` of every GT frame 0 .. length-2 (the last is not needed, extra files after the end
-  are ignored: the official pairing is then the by-name one);
+  vos requires ``<frame>.png`` of every GT frame 0 .. length-2 (frame 0 is not decoded; the last frame is not
+  needed and files after the end are ignored: the official pairing is then the by-name one);
 - a prediction PNG whose name is not a number: official ValueError; a prediction of the wrong size: official
   ValueError (a 1×W or H×1 PNG is even broadcast silently); vos rejects;
 - an object id in a scored prediction frame that is not an object of the video's meta (e.g. 255): the official tool
@@ -51,7 +53,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -63,7 +64,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vos.datasets.mose import MoseDataset, MoseVideo
+from vos.datasets.mose import MoseDataset, MoseVideo, list_folder
 from vos.errors import DatasetError, EvaluationError, InputError
 from vos.eval.davis import _boundary_f_in_roi, _roi
 from vos.io.atomic import atomic_write
@@ -223,8 +224,9 @@ def prediction_root(results: Path, videos: Sequence[str]) -> Path:
     """``results``, or its only non-hidden entry when that is a folder not named like a ground-truth video."""
     if not is_dir(results, "results folder", EvaluationError):
         raise EvaluationError(f"{results}: results folder not found")
-    entries = [e for e in os.listdir(results) if not e.startswith(".")]
-    if len(entries) == 1 and entries[0] not in videos and (results / entries[0]).is_dir():
+    entries = [e for e in list_folder(results, "results folder", EvaluationError) if not e.startswith(".")]
+    if len(entries) == 1 and entries[0] not in videos and is_dir(results / entries[0], "results folder",
+                                                                   EvaluationError):
         return results / entries[0]
     return results
 
@@ -246,7 +248,8 @@ def prediction_folder(root: Path, video: MoseVideo) -> Path | None:
         return None
     if found != "dir":
         raise EvaluationError(f"{folder}: not a folder of prediction PNGs")
-    names = [n for n in os.listdir(folder) if not n.startswith(".") and n.endswith(".png")]
+    names = [n for n in list_folder(folder, "prediction folder", EvaluationError)
+             if not n.startswith(".") and n.endswith(".png")]
     numbers = {n: _frame_number(n) for n in names}
     bad = sorted(n for n, number in numbers.items() if number is None)
     if bad:
