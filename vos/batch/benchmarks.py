@@ -54,12 +54,13 @@ def lvos_jobs(gt_root: Path, set: Optional[str], frames: Optional[Path] = None) 
 
 
 def mosev2_jobs(gt_root: Path, set: Optional[str], frames: Optional[Path] = None) -> List[Job]:
-    """One job per video of ``meta.json``: its frames, each object entering on its first annotated frame."""
-    from vos.datasets.mose import read_mose
+    """One job per video of the MOSEv2 root: its frames, each object entering on its first annotated frame (the
+    released validation set annotates the first frame only)."""
+    from vos.datasets.mose import MoseDataset
 
-    root = _frame_root(frames, gt_root / "JPEGImages")
-    return [entry_job(v.name, root / v.name, [(s.first_frame, s.annotation, None) for s in v.objects.values()])
-            for v in read_mose(gt_root)]
+    root = _frame_root(frames, Path(gt_root) / "JPEGImages")
+    return [entry_job(v.name, root / v.name, [(s.first_frame, s.annotation, None) for s in v.objects().values()])
+            for v in MoseDataset(gt_root)]
 
 
 def sav_jobs(gt_root: Path, set: Optional[str], frames: Optional[Path] = None) -> List[Job]:
