@@ -162,7 +162,8 @@ def test_mosev2_run_tracks_every_frame_and_scores_it(tmp_path, kite):
         (root / "JPEGImages" / "mv" / f"{i:05d}.jpg").write_bytes(jpg.read_bytes())
         lm = labels if i == 0 else np.where(labels == 1, 1, 0).astype(np.uint8)
         save_palette_png(root / "Annotations" / "mv" / f"{i:05d}.png", lm)
-    meta = {"videos": {"mv": {"length": 6, "height": 240, "width": 427, "objects": {k: {"category": "kite-surf"} for k in "123"}}}}
+    objects = {k: {"category": "kite-surf"} for k in "123"}
+    meta = {"videos": {"mv": {"length": 6, "height": 240, "width": 427, "objects": objects}}}
     (root / "meta.json").write_text(json.dumps(meta))
     out = tmp_path / "out"
     ran = run_tool("eval-vos", "--benchmark", "mosev2", "--gt-root", root, "--run", "--out", out, "--no-progress",

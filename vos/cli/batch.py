@@ -2,7 +2,9 @@
 
 Jobs come from a DAVIS 2017 root (--davis-root, one per sequence of ImageSets/2017/<set>.txt), a YouTube-VOS root
 (--youtube-root, one per video of <split>/JPEGImages, each object added on its first annotated frame; with
---submission also the server's zip of every video's PNGs named after its frames), a CSV manifest (--csv, header
+--submission also the server's zip of every video's PNGs named after its frames), an LVOS, MOSEv2 or SA-V root
+(--lvos-root, --mosev2-root, --sav-root: each object added on its own first annotated frame; `vos eval-vos --run`
+also writes the evaluator's layout and scores it), a CSV manifest (--csv, header
 name,video,mask, optionally ref_image,ref_mask for a photo of objects to find, with or without a mask; relative
 paths are relative to the CSV) or a list of videos (--videos, with --ref-image / --ref-mask: find these objects in
 every video). Each video is tracked from its first-frame mask and / or its reference photos into --out/<name>/
@@ -41,13 +43,24 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--davis-root", metavar="R", help="DAVIS 2017 root (JPEGImages/, Annotations/, ImageSets/)")
     source.add_argument("--youtube-root", metavar="R",
                         help="YouTube-VOS root (<split>/JPEGImages, <split>/Annotations)")
+    source.add_argument("--lvos-root", metavar="R",
+                        help="LVOS root (JPEGImages/, Annotations/, <set>_meta.json): each object added on its meta "
+                             "start frame")
+    source.add_argument("--mosev2-root", metavar="R",
+                        help="MOSEv2 root (JPEGImages/, Annotations/, meta.json): each object added on its first "
+                             "annotated frame")
+    source.add_argument("--sav-root", metavar="GT",
+                        help="SA-V ground-truth folder (Annotations_6fps, beside JPEGImages_24fps): every 24 fps "
+                             "frame, each object from its own PNG, per-object masks in DIR/<video>/objects/")
     source.add_argument("--csv", metavar="FILE",
                         help="job list with the header name,video,mask and / or ref_image,ref_mask")
     source.add_argument("--videos", nargs="+", metavar="VIDEO",
                         help="video files or frame folders without masks (with --ref-image / --ref-mask); each "
                              "named after its file")
-    g = p.add_argument_group("DAVIS and YouTube-VOS options")
-    g.add_argument("--set", default="val", help="DAVIS sequence list ImageSets/2017/<set>.txt. Default: %(default)s")
+    g = p.add_argument_group("dataset options")
+    g.add_argument("--set", default=None,
+                   help="DAVIS: sequence list ImageSets/2017/<set>.txt (default: val); LVOS: split of <set>_meta.json "
+                        "(default: valid); SA-V: a video list file such as sav_val.txt (default: every video)")
     g.add_argument("--resolution", default="480p", choices=("480p", "Full-Resolution"),
                    help="DAVIS frame and annotation folder. Default: %(default)s")
     g.add_argument("--sequences", metavar="A,B", help="DAVIS: only these sequences of the set, in this order")
@@ -119,9 +132,15 @@ def jobs_of(args: argparse.Namespace) -> List:
         return video_jobs(args.videos)
     if args.davis_root:
         sequences = [s.strip() for s in args.sequences.split(",") if s.strip()] if args.sequences else None
-        return davis_jobs(args.davis_root, set=args.set, resolution=args.resolution, sequences=sequences)
+        return davis_jobs(args.davis_root, set=args.set or "val", resolution=args.resolution, sequences=sequences)
     if args.sequences:
         raise InputError("--sequences is for --davis-root")
+    for benchmark in ("lvos", "mosev2", "sav"):
+        root = getattr(args, f"{benchmark}_root")
+        if root:
+            from vos.batch.benchmarks import JOBS
+
+            return JOBS[benchmark](Path(root), args.set, None)
     return youtube_vos_jobs(args.youtube_root, split=args.split) if args.youtube_root else csv_jobs(args.csv)
 
 

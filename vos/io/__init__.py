@@ -12,6 +12,6 @@ __all__ = [
     "BACKENDS", "DAVIS_PALETTE", "DEFAULT_FPS", "IMAGE_EXTENSIONS", "LIVE_SCHEMES", "MAX_LABEL_LEVELS",
     "VIDEO_EXTENSIONS", "FrameInfo", "LiveOptions", "LiveReader", "LiveStats", "ObjectMaskWriter", "OverlayWriter",
     "PaletteWriter", "RetryEvent", "RleWriter", "StatesWriter", "StreamError", "VideoReader", "as_label_map",
-    "draw_overlay", "image_files", "is_live_source", "load_label_map", "natural_key", "read_rgb", "read_video", "save_palette_png",
-    "validate_first_mask",
+    "draw_overlay", "image_files", "is_live_source", "load_label_map", "natural_key", "read_rgb", "read_video",
+    "save_palette_png", "validate_first_mask",
 ]
