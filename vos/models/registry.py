@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Callable, Optional
-
-import torch.nn as nn
+from typing import TYPE_CHECKING, Callable, Optional
 
 from vos.errors import CheckpointError
 from vos.models.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def _sam(builder_name: str) -> Callable[[], nn.Module]:

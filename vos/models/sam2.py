@@ -15,10 +15,11 @@ The file sizes there (156008466, 184416285, 323606802, 898083611 bytes) agree wi
 """
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Union
 
-import torch
-import torch.nn as nn
+if TYPE_CHECKING:
+    import torch
+    import torch.nn as nn
 
 from vos.errors import CheckpointError
 from vos.models.spec import ModelSpec
@@ -73,6 +74,8 @@ def load_sam2(name: str, checkpoint: Optional[str] = None, device: Union[str, to
     ``device``: default ``vos.models.default_device()``. ``precision``: ``"fp32"`` (the official predictor's
     numbers) or ``"bf16"`` (:func:`set_backbone_precision`).
     """
+    import torch
+
     from vos.models import default_device
     from vos.models.checkpoint import load_weights, resolve_checkpoint
     from vos.models.precision import check_precision
