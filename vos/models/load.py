@@ -8,11 +8,10 @@ import torch
 import torch.nn as nn
 
 from vos.errors import CheckpointError, InputError
-from vos.models.checkpoint import cache_dir, load_weights, resolve_checkpoint
-from vos.models.fast_encoder import encoder_kind, encoder_precision, use_fast_encoder, use_stock_encoder
+from vos.models.checkpoint import load_weights, resolve_checkpoint
+from vos.models.fast_encoder import encoder_precision, use_fast_encoder
 from vos.models.precision import check_precision
 from vos.models.registry import get_spec
-from vos.models.spec import ModelSpec
 
 
 def default_device() -> torch.device:
