@@ -17,7 +17,7 @@ from PIL import Image
 
 from conformance import CURVE_RTOL, WEIGHT_ATOL
 from conftest import KITE_GT
-from vos.persam.finetune import MixtureLoss, fit_mask_weights
+from vos.persam.finetune import MixtureLoss, fit_mask_weights, torch_threads
 
 ITERATIONS, LR = 150, 1e-3
 CURVE = (0, 1, 2, 10, 75, 149)
@@ -31,20 +31,21 @@ def autograd_fit(logits: torch.Tensor, target: torch.Tensor, iterations: int, lr
     optimizer = torch.optim.AdamW([raw], lr=lr, eps=1e-4)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, iterations)
     curve = []
-    for it in range(iterations):
-        weights = torch.cat((1 - raw.sum(0, keepdim=True), raw))
-        mixed = (flat * weights).sum(0, keepdim=True)
-        prob = mixed.sigmoid()
-        dice = 1 - (2 * (prob * gt).sum() + 1) / (prob.sum() + gt.sum() + 1)
-        p_t = prob * gt + (1 - prob) * (1 - gt)
-        bce = F.binary_cross_entropy_with_logits(mixed, gt, reduction="none")
-        focal = ((0.25 * gt + 0.75 * (1 - gt)) * bce * (1 - p_t) ** 2).mean()
-        if it in CURVE:
-            curve.append((weights.detach().flatten().tolist(), dice.item(), focal.item()))
-        optimizer.zero_grad()
-        (dice + focal).backward()
-        optimizer.step()
-        schedule.step()
+    with torch_threads(1):
+        for it in range(iterations):
+            weights = torch.cat((1 - raw.sum(0, keepdim=True), raw))
+            mixed = (flat * weights).sum(0, keepdim=True)
+            prob = mixed.sigmoid()
+            dice = 1 - (2 * (prob * gt).sum() + 1) / (prob.sum() + gt.sum() + 1)
+            p_t = prob * gt + (1 - prob) * (1 - gt)
+            bce = F.binary_cross_entropy_with_logits(mixed, gt, reduction="none")
+            focal = ((0.25 * gt + 0.75 * (1 - gt)) * bce * (1 - p_t) ** 2).mean()
+            if it in CURVE:
+                curve.append((weights.detach().flatten().tolist(), dice.item(), focal.item()))
+            optimizer.zero_grad()
+            (dice + focal).backward()
+            optimizer.step()
+            schedule.step()
     return torch.cat((1 - raw.sum(0, keepdim=True), raw)).detach().flatten(), curve
 
 

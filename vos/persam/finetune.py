@@ -1,7 +1,8 @@
 """PerSAM-F (spec §3): two learnable mask weights mixing SAM's three multimask outputs, SAM frozen.
 
 The three reference logit maps do not depend on the weights, so they are computed once (the reference script
-recomputes them every iteration; the result is bit-identical). Then ``iterations`` AdamW steps with a cosine schedule.
+recomputes them every iteration; the result is bit-identical). Then ``iterations`` AdamW steps with a cosine schedule,
+the loss's gradient in the two weights written out by hand (:class:`MixtureLoss`).
 """
 from __future__ import annotations
 
@@ -101,14 +102,12 @@ class MixtureLoss:
             dice = 1 - dice_num / dice_den
             sp_t2 = torch.mul(self.log2p, self.rest).mul_(self.rest)
             focal = -LN2 * sum(alpha * float(sp_t2[part].sum()) for part, alpha in parts) / self.n
-        grad = torch.zeros(2, dtype=torch.float64, device=self.basis.device)
-        for (part, alpha), dice_coef in zip(parts, (-(2 * dice_den - dice_num), -dice_num)):
-            dice_coef /= dice_den ** 2                  # ∂dice/∂σ(z) on this part's pixels
-            # ∂loss/∂z = t·(dice_coef·σ − α_t/N·t(t + 2·sp·σ)), scaled by 1/dice_coef
-            torch.add(self.prob[part], self.pixel[part], alpha=-alpha / self.n / dice_coef, out=self.pixel[part])
-        self.pixel.mul_(self.rest)
-        for (part, _), dice_coef in zip(parts, (-(2 * dice_den - dice_num), -dice_num)):
-            grad += dice_coef / dice_den ** 2 * torch.mv(self.basis[1:, part], self.pixel[part]).double()
+        coefs = (-(2 * dice_den - dice_num) / dice_den ** 2, -dice_num / dice_den ** 2)   # ∂dice/∂σ(z) per part
+        for (part, alpha), coef in zip(parts, coefs):
+            torch.add(self.prob[part], self.pixel[part], alpha=-alpha / self.n / coef, out=self.pixel[part])
+        self.pixel.mul_(self.rest)      # ∂loss/∂z = coef·t·(σ − α_t/(N·coef)·t(t + 2·sp·σ))
+        grad = sum(coef * torch.mv(self.basis[1:, part], self.pixel[part]).double()
+                   for (part, _), coef in zip(parts, coefs))
         out = grad.tolist()
         if not stable and not all(map(math.isfinite, out + ([focal] if values else []))):
             return self(w1, w2, values, stable=True)
@@ -144,6 +143,7 @@ def cosine_lr(base: float, step: int, period: int) -> float:
     """``CosineAnnealingLR(T_max=period, eta_min=0)``'s learning rate after ``step`` scheduler steps."""
     return base * (1 + math.cos(math.pi * step / period)) / 2
 
+
 _THREADS = threading.Lock()
 _THREADS_STATE = {"users": 0, "saved": 0}
 
@@ -158,9 +158,11 @@ def torch_threads(count: Optional[int]) -> Iterator[None]:
     Torch's thread count is process-wide, so the change is scoped and counted: the first block to start sets it,
     overlapping blocks (other threads) keep it, and the last block to end restores the caller's count.
 
-    Why PerSAM-F fits on one thread: the loop is ~30,000 small tensor ops; on a 2-core CPU one thread measured 1.1 s
-    against 7.6-57 s with two (each op pays a thread barrier, and OpenMP spin-waits explode when another process
-    holds a core), and 9.6 s against 12-37 s for a 480×854 object.
+    Why PerSAM-F fits on one thread: the autograd loop it had was ~30,000 small tensor ops; on a 2-core CPU one thread
+    measured 1.1 s against 7.6-57 s with two (each op pays a thread barrier, and OpenMP spin-waits explode when another
+    process holds a core), and 9.6 s against 12-37 s for a 480×854 object. The hand-written loop (:class:`MixtureLoss`,
+    ~12 ops a step over the whole frame) measured 2.6-3.7 s on one thread against 27-60 s on two for a 480×854 object,
+    on a 2-core CPU shared with other processes.
     """
     if count is None:
         yield
@@ -189,7 +191,7 @@ def fit_mask_weights(logits: torch.Tensor, target: torch.Tensor, iterations: int
     (:class:`AdamW`). ``threads``: torch intra-op threads during the loop (:func:`torch_threads`).
     """
     wanted, curve = set(curve_points), []
-    raw = [float(torch.tensor(1 / 3))] * 2
+    raw = [float(torch.tensor(1 / 3))] * 2        # the float32 1/3 of the reference's torch.ones(2, 1) / 3
     optimizer = AdamW(2)
     with torch.no_grad(), torch_threads(threads):
         loss = MixtureLoss(logits, target)
@@ -201,6 +203,7 @@ def fit_mask_weights(logits: torch.Tensor, target: torch.Tensor, iterations: int
             optimizer.step(raw, grad, cosine_lr(lr, it, iterations))
     params = torch.tensor(raw, dtype=torch.float32, device=logits.device)
     return FitResult(mixture(params), params, curve)
+
 
 @dataclass
 class PerSAMFState:
