@@ -14,8 +14,16 @@ they take minutes a frame). Peak memory is measured for each variant in its own 
 within a process): the child builds the model and input, resets the peak (Linux ``/proc/self/clear_refs``;
 elsewhere ``getrusage`` deltas), runs one forward and reports peak RSS minus the RSS before it.
 
+``--fit`` also times PerSAM-F fitting against the encoder pass: the reference logits of ``--image`` with the
+``--fit-mask`` object (PerSAMF.set_reference with the same model, fast fp32 encoder) are computed once, then each round
+ends with one fit of the two mask weights on them (``--fit-iterations`` steps, lr 1e-3, as PerSAMF.fit), each in a
+fresh interpreter importing this checkout's vos, and, with ``--fit-baseline DIR``, alternately one importing the vos
+of checkout DIR (e.g. the code before a change); reported: median wall and CPU seconds of the fit alone, and its ratio
+to the vos fp32 encoder pass.
+
 Usage: python tools/bench_encoder.py [--model vit_b] [--runs 3] [--variants stock,vos,stock_bf16,vos_bf16]
                                      [--image frame.jpg] [--json out.json]
+                                     [--fit [--fit-mask mask.png] [--fit-baseline DIR] [--fit-iterations 1000]]
 """
 from __future__ import annotations
 
@@ -27,6 +35,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -41,6 +50,20 @@ from vos.io.images import read_rgb  # noqa: E402
 from vos.machine import cpu_info  # noqa: E402
 
 DEFAULT_IMAGE = ROOT / "tests" / "data" / "fast_encoder" / "blackswan_00000.jpg"
+DEFAULT_FIT_MASK = ROOT / "tests" / "data" / "davis_eval" / "data" / "davis-mini" / "Annotations" / "480p" / \
+    "blackswan" / "00000.png"
+#: One PerSAM-F fit in a child interpreter (whichever vos its PYTHONPATH provides): argv = inputs file, iterations;
+#: prints the wall and CPU seconds of fit_mask_weights alone and the learned weights as JSON.
+FIT_CHILD = """
+import json, sys, time, torch
+import vos
+from vos.persam.finetune import fit_mask_weights
+inputs = torch.load(sys.argv[1], weights_only=True)
+w, c = time.perf_counter(), time.process_time()
+fit = fit_mask_weights(inputs["logits"], inputs["target"], int(sys.argv[2]), 1e-3)
+print(json.dumps({"wall_s": time.perf_counter() - w, "cpu_s": time.process_time() - c,
+                  "weights": fit.weights.tolist(), "vos": vos.__file__}))
+"""
 MODELS = ("vit_b", "vit_l", "vit_h", "hq_vit_b", "hq_vit_l", "hq_vit_h", "tiny")
 VARIANTS = ("stock", "vos", "stock_bf16", "vos_bf16")
 
@@ -70,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-memory", action="store_true",
                    help="do not run the two child processes that measure peak memory")
     p.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results to this file")
+    p.add_argument("--fit", action="store_true",
+                   help="also time one PerSAM-F fit per round (in a child interpreter) against the encoder pass")
+    p.add_argument("--fit-mask", type=Path, default=DEFAULT_FIT_MASK,
+                   help="object mask of --image for the fit (any non-zero pixel is the object). Default: the DAVIS "
+                        "blackswan annotation of the default image")
+    p.add_argument("--fit-iterations", type=int, default=1000, help="steps of each fit. Default: %(default)s")
+    p.add_argument("--fit-baseline", type=Path, default=None, metavar="DIR",
+                   help="with --fit: also time, alternately, the fit of the vos checkout in DIR (PYTHONPATH=DIR)")
     p.add_argument("--memory-child", choices=VARIANTS, default=None,
                    help="internal (used by the parent run): measure the peak RSS increase of one forward of this "
                         "variant in this process and print it as JSON")
@@ -184,6 +215,53 @@ def measure_memory(args: argparse.Namespace, variant: str) -> Dict[str, object]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def save_fit_inputs(sam: torch.nn.Module, rgb, mask_path: Path, out: Path) -> Dict[str, object]:
+    """Save PerSAMF's training inputs on ``rgb`` with the object of ``mask_path`` (the three reference logit maps
+    ``3×H×W`` and the target ``bool H×W``, from the vos fp32 encoder) to ``out``; returns their description."""
+    from vos.io.masks import load_label_map
+    from vos.persam import PerSAMF
+
+    with set_variant(sam, "vos"):
+        engine = PerSAMF(sam).set_reference(rgb, load_label_map(mask_path) > 0)
+    logits, target = engine._train
+    torch.save({"logits": logits, "target": target}, out)
+    return {"mask": str(mask_path), "logits_shape": list(logits.shape), "target_pixels": int(target.sum()),
+            "logit_range": [float(logits.min()), float(logits.max())]}
+
+
+def time_fit(checkout: Path, inputs: Path, iterations: int) -> Dict[str, object]:
+    """One fit in a fresh interpreter importing the vos of ``checkout``: ``{"wall_s", "cpu_s", "weights"}``. It runs
+    in the folder of ``inputs`` (``python -c`` puts the working directory first on ``sys.path``)."""
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
+    proc = subprocess.run([sys.executable, "-c", FIT_CHILD, str(inputs), str(iterations)], capture_output=True,
+                          text=True, env=env, cwd=inputs.parent)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the fit with {checkout} failed:\n{proc.stderr}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if not Path(result["vos"]).resolve().is_relative_to(checkout.resolve()):
+        raise RuntimeError(f"the fit child for {checkout} imported {result['vos']} instead")
+    return result
+
+
+def fit_summary(runs: Dict[str, List[Dict[str, object]]], encoder: Dict[str, float], about: Dict[str, object]
+                ) -> Dict[str, object]:
+    """Medians of each fit variant's runs and their ratio to the vos fp32 encoder pass (``encoder``: its median
+    wall and CPU seconds)."""
+    out: Dict[str, object] = {**about, "variants": {}}
+    for name, rows in runs.items():
+        wall, cpu = [r["wall_s"] for r in rows], [r["cpu_s"] for r in rows]
+        out["variants"][name] = {"checkout": rows[0]["checkout"], "wall_s": wall, "cpu_s": cpu,
+                                 "wall_median_s": statistics.median(wall), "cpu_median_s": statistics.median(cpu),
+                                 "vs_vos_encoder_wall": statistics.median(wall) / encoder["wall"],
+                                 "vs_vos_encoder_cpu": statistics.median(cpu) / encoder["cpu"],
+                                 "weights": rows[0]["weights"]}
+    if len(runs) == 2:
+        this, base = (out["variants"][n] for n in runs)
+        out["speedup_wall"] = base["wall_median_s"] / this["wall_median_s"]
+        out["max_abs_diff_weights"] = max(abs(a - b) for a, b in zip(this["weights"], base["weights"]))
+    return out
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.runs < 1:
@@ -193,12 +271,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.memory_child:
         memory_child(args)
         return 0
+    if args.fit_baseline and not (args.fit_baseline / "vos" / "persam" / "finetune.py").is_file():
+        raise InputError(f"--fit-baseline {args.fit_baseline}: no vos checkout there (vos/persam/finetune.py)")
     from tqdm import tqdm
 
     variants = chosen_variants(args.variants)
+    if args.fit and "vos" not in variants:
+        raise InputError("--fit is measured against the vos fp32 encoder pass: include vos in --variants")
     rgb = read_rgb(args.image, "frame")
     sam = build_model(args.model, args.seed)
     x = encoder_input(sam, rgb)
+    fits = {"fit": ROOT, **({"fit_baseline": args.fit_baseline.resolve()} if args.fit_baseline else {})}
+    fits = fits if args.fit else {}
+    fit_runs: Dict[str, List[Dict[str, object]]] = {name: [] for name in fits}
+    scratch = tempfile.TemporaryDirectory(prefix="bench_encoder_fit_") if args.fit else None
+    fit_inputs = Path(scratch.name) / "fit_inputs.pt" if scratch else None
+    fit_about = save_fit_inputs(sam, rgb, args.fit_mask, fit_inputs) if args.fit else {}
     load_before = os.getloadavg()[0]
     wall: Dict[str, List[float]] = {v: [] for v in variants}
     cpu: Dict[str, List[float]] = {v: [] for v in variants}
@@ -213,6 +301,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     wall[variant].append(time.perf_counter() - t0)
                     cpu[variant].append(time.process_time() - c0)
                 first.setdefault(variant, [t.float() for t in outputs(out)])
+            for name, checkout in fits.items():
+                fit_runs[name].append({**time_fit(checkout, fit_inputs, args.fit_iterations),
+                                       "checkout": str(checkout)})
+    if scratch:
+        scratch.cleanup()
     load_after = os.getloadavg()[0]
     memory = {} if args.skip_memory else {v: measure_memory(args, v) for v in variants}
 
@@ -234,6 +327,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      for v in variants},
         "memory_method": next(iter(memory.values()))["method"] if memory else None,
     }
+    if args.fit:
+        fit_about["iterations"] = args.fit_iterations
+        result["fit"] = fit_summary(fit_runs, {"wall": statistics.median(wall["vos"]), "cpu": statistics.median(
+            cpu["vos"])}, fit_about)
     if "vos_bf16" in variants:
         result["speedup_vos_bf16_over_vos_wall"] = (statistics.median(wall["vos"])
                                                     / statistics.median(wall["vos_bf16"]))
@@ -265,6 +362,17 @@ def print_table(r: Dict[str, object]) -> None:
         print("max |Δ| of interm_embeddings vs stock: " + ", ".join(f"{v} {d:.3g}" for v, d in interm.items()))
     if r["memory_method"]:
         print(f"memory: one forward per variant in its own process; {r['memory_method']}")
+    if "fit" in r:
+        f = r["fit"]
+        print(f"PerSAM-F fit, {f['iterations']} steps on {f['logits_shape'][1]}×{f['logits_shape'][2]} logits "
+              f"({f['target_pixels']} target pixels), one per round in a child interpreter:")
+        print(f"{'fit':<13} {'wall median s':>14} {'CPU median s':>13} {'vs vos encoder wall / CPU':>26}  checkout")
+        for name, v in f["variants"].items():
+            speed = f"{v['vs_vos_encoder_wall']:.3f}x / {v['vs_vos_encoder_cpu']:.3f}x"
+            print(f"{name:<13} {v['wall_median_s']:>14.2f} {v['cpu_median_s']:>13.2f} {speed:>26}  {v['checkout']}")
+        if "speedup_wall" in f:
+            print(f"fit over fit_baseline: {f['speedup_wall']:.2f}x wall; learned weights differ by at most "
+                  f"{f['max_abs_diff_weights']:.2g}")
 
 
 def write_json(path: Path, result: Dict[str, object]) -> None:

@@ -1,19 +1,19 @@
 """PerSAM-F (spec §3): two learnable mask weights mixing SAM's three multimask outputs, SAM frozen.
 
 The three reference logit maps do not depend on the weights, so they are computed once (the reference script
-recomputes them every iteration; the result is bit-identical). Then ``iterations`` AdamW steps with a cosine schedule.
+recomputes them every iteration; the result is bit-identical). Then ``iterations`` AdamW steps with a cosine schedule,
+the loss's gradient in the two weights written out by hand (:class:`MixtureLoss`).
 """
 from __future__ import annotations
 
+import math
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 from vos.models.sam_backend import ImageEmbedding, SamBackend
 from vos.persam import prior
@@ -35,27 +35,113 @@ class FitResult:
     curve: List[Dict] = field(default_factory=list)
 
 
-def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``1 − (2·Σσ(L)G + 1)/(Σσ(L) + ΣG + 1)`` for ``1×N`` logits and targets."""
-    prob = logits.sigmoid().flatten(1)
-    numerator = 2 * (prob * target).sum(-1)
-    denominator = prob.sum(-1) + target.sum(-1)
-    return (1 - (numerator + 1) / (denominator + 1)).sum()
-
-
-def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.25, gamma: float = 2) -> torch.Tensor:
-    """Sigmoid focal loss averaged over pixels (α = 0.25, γ = 2) for ``1×N`` logits and targets."""
-    prob = logits.sigmoid()
-    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    p_t = prob * target + (1 - prob) * (1 - target)
-    loss = ce * ((1 - p_t) ** gamma)
-    alpha_t = alpha * target + (1 - alpha) * (1 - target)
-    return (alpha_t * loss).mean(1).sum()
+#: ln 2. The per-pixel log terms are computed as log2 (the faster kernel on CPU) and scaled by ln 2 in the scalars.
+LN2 = math.log(2.0)
+#: The focal loss's α (weight of target pixels; background pixels get 1 − α). Its γ = 2 is in MixtureLoss's formulas.
+FOCAL_ALPHA = 0.25
 
 
 def mixture(raw: torch.Tensor) -> torch.Tensor:
-    """``(2, 1)`` raw parameters → ``(3, 1)`` mixture weights ``[1 − w1 − w2, w1, w2]``."""
-    return torch.cat((1 - raw.sum(0).unsqueeze(0), raw), dim=0)
+    """``(2,)`` raw parameters ``(w1, w2)`` → ``(3,)`` mixture weights ``[1 − w1 − w2, w1, w2]``."""
+    return torch.cat((1 - raw.sum(0, keepdim=True), raw))
+
+
+class MixtureLoss:
+    """The reference's loss, dice + focal (α = 0.25, γ = 2) of the mixed logits ``L = L1 + w1·(L2 − L1) + w2·(L3 −
+    L1)`` against the target ``G``, and its gradient in ``(w1, w2)``, written out by hand instead of autograd.
+
+    Every pixel is stored as a row of ``z = basis[0] + w1·basis[1] + w2·basis[2]`` (``basis``: ``3×N`` float32, the
+    N = H·W pixels reordered, the ``foreground`` target pixels first), with ``z = L`` on target pixels and ``z = −L``
+    on background ones. Then ``p_t = σ(z)``, the pixel's BCE is ``sp = −ln σ(z)``, its focal term ``α_t·sp·t²`` with
+    ``t = 1 − σ(z)``, and the dice sums are ``Σσ(L)G = Σ_fg σ(z)`` and ``Σσ(L) = Σ_fg σ(z) + Σ_bg (1 − σ(z))``. The
+    derivatives in z: ``dσ/dz = σt`` and ``d(sp·t²)/dz = −t²(t + 2·sp·σ)``; the gradient in ``(w1, w2)`` is the
+    per-pixel derivative dotted with ``basis[1]`` and ``basis[2]``. A step is two transcendental passes (sigmoid,
+    log2) and about nine simple ones over N floats, into reused buffers (the reference's autograd: ~60 ops).
+    """
+
+    def __init__(self, logits: torch.Tensor, target: torch.Tensor):
+        """``logits``: the three maps ``3×H×W``; ``target``: ``bool H×W``."""
+        flat = logits.detach().float().flatten(1)
+        fg = target.flatten().to(flat.device, torch.bool)
+        basis = torch.stack((flat[0], flat[1] - flat[0], flat[2] - flat[0]))
+        self.basis = torch.cat((basis[:, fg], -basis[:, ~fg]), 1).contiguous()
+        self.n, self.foreground = self.basis.shape[1], int(fg.sum())
+        self.log2p, self.prob, self.rest, self.pixel = self.basis.new_empty(4, self.n)
+        self.one = torch.ones((), dtype=self.basis.dtype, device=self.basis.device)
+
+    def _parts(self) -> Tuple[Tuple[slice, float], Tuple[slice, float]]:
+        """``(pixels, α_t)`` of the target and of the background pixels."""
+        return (slice(0, self.foreground), FOCAL_ALPHA), (slice(self.foreground, self.n), 1 - FOCAL_ALPHA)
+
+    def _pixels(self, w1: float, w2: float, stable: bool) -> None:
+        """Fill the per-pixel buffers: σ(z), log2 σ(z), t = 1 − σ(z) and ``t(t + 2·sp·σ)``.
+
+        ``stable``: log σ from ``logsigmoid`` (finite where σ(z) underflows to 0, z below about −88) instead of the
+        faster ``log2(σ)``."""
+        b, z = self.basis, self.log2p
+        torch.add(b[0], b[1], alpha=w1, out=z).add_(b[2], alpha=w2)
+        torch.sigmoid(z, out=self.prob)
+        if stable:
+            torch.div(torch.nn.functional.logsigmoid(z), LN2, out=self.log2p)
+        else:
+            torch.log2(self.prob, out=self.log2p)
+        torch.sub(self.one, self.prob, out=self.rest)
+        torch.addcmul(self.rest, self.log2p, self.prob, value=-2 * LN2, out=self.pixel).mul_(self.rest)
+
+    def __call__(self, w1: float, w2: float, values: bool = False, stable: bool = False
+                 ) -> Tuple[List[float], Optional[float], Optional[float]]:
+        """``([∂loss/∂w1, ∂loss/∂w2], dice, focal)`` at ``(w1, w2)``; dice and focal only with ``values``.
+
+        A step whose fast ``log2(σ)`` is not finite somewhere (σ(z) underflowed) is recomputed ``stable``."""
+        self._pixels(w1, w2, stable)
+        parts = self._parts()
+        inside, outside = (float(self.prob[part].sum()) for part, _ in parts)
+        dice_num, dice_den = 2 * inside + 1, inside - outside + self.n + 1
+        dice, focal = None, None
+        if values:
+            dice = 1 - dice_num / dice_den
+            sp_t2 = torch.mul(self.log2p, self.rest).mul_(self.rest)
+            focal = -LN2 * sum(alpha * float(sp_t2[part].sum()) for part, alpha in parts) / self.n
+        coefs = (-(2 * dice_den - dice_num) / dice_den ** 2, -dice_num / dice_den ** 2)   # ∂dice/∂σ(z) per part
+        for (part, alpha), coef in zip(parts, coefs):
+            torch.add(self.prob[part], self.pixel[part], alpha=-alpha / self.n / coef, out=self.pixel[part])
+        self.pixel.mul_(self.rest)      # ∂loss/∂z = coef·t·(σ − α_t/(N·coef)·t(t + 2·sp·σ))
+        grad = sum(coef * torch.mv(self.basis[1:, part], self.pixel[part]).double()
+                   for (part, _), coef in zip(parts, coefs))
+        out = grad.tolist()
+        if not stable and not all(map(math.isfinite, out + ([focal] if values else []))):
+            return self(w1, w2, values, stable=True)
+        return out, dice, focal
+
+
+@dataclass
+class AdamW:
+    """``torch.optim.AdamW``'s update (decoupled weight decay, bias-corrected moments) on a few Python floats."""
+
+    size: int
+    eps: float = 1e-4
+    betas: Tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.01
+    steps: int = 0
+
+    def __post_init__(self):
+        self.m, self.v = [0.0] * self.size, [0.0] * self.size
+
+    def step(self, params: List[float], grads: Sequence[float], lr: float) -> None:
+        """Update ``params`` in place with learning rate ``lr``."""
+        self.steps += 1
+        b1, b2 = self.betas
+        corr1, corr2 = 1 - b1 ** self.steps, math.sqrt(1 - b2 ** self.steps)
+        for i, g in enumerate(grads):
+            self.m[i] = b1 * self.m[i] + (1 - b1) * g
+            self.v[i] = b2 * self.v[i] + (1 - b2) * g * g
+            params[i] *= 1 - lr * self.weight_decay
+            params[i] -= lr / corr1 * self.m[i] / (math.sqrt(self.v[i]) / corr2 + self.eps)
+
+
+def cosine_lr(base: float, step: int, period: int) -> float:
+    """``CosineAnnealingLR(T_max=period, eta_min=0)``'s learning rate after ``step`` scheduler steps."""
+    return base * (1 + math.cos(math.pi * step / period)) / 2
 
 
 _THREADS = threading.Lock()
@@ -72,9 +158,11 @@ def torch_threads(count: Optional[int]) -> Iterator[None]:
     Torch's thread count is process-wide, so the change is scoped and counted: the first block to start sets it,
     overlapping blocks (other threads) keep it, and the last block to end restores the caller's count.
 
-    Why PerSAM-F fits on one thread: the loop is ~30,000 small tensor ops; on a 2-core CPU one thread measured 1.1 s
-    against 7.6-57 s with two (each op pays a thread barrier, and OpenMP spin-waits explode when another process
-    holds a core), and 9.6 s against 12-37 s for a 480×854 object.
+    Why PerSAM-F fits on one thread: the autograd loop it had was ~30,000 small tensor ops; on a 2-core CPU one thread
+    measured 1.1 s against 7.6-57 s with two (each op pays a thread barrier, and OpenMP spin-waits explode when another
+    process holds a core), and 9.6 s against 12-37 s for a 480×854 object. The hand-written loop (:class:`MixtureLoss`,
+    ~12 ops a step over the whole frame) measured 2.6-3.7 s on one thread against 27-60 s on two for a 480×854 object,
+    on a 2-core CPU shared with other processes.
     """
     if count is None:
         yield
@@ -97,30 +185,24 @@ def fit_mask_weights(logits: torch.Tensor, target: torch.Tensor, iterations: int
                      curve_points: Sequence[int] = (), threads: Optional[int] = FIT_THREADS) -> FitResult:
     """Train the two mask weights on fixed reference logits ``3×H×W`` against ``target`` (``bool H×W``).
 
-    Exactly the reference loop: AdamW(lr, eps=1e-4, weight decay 0.01), CosineAnnealingLR(T_max=iterations) stepped
-    each iteration, loss = dice + focal on the weighted sum of the three logit maps. ``threads``: torch intra-op
-    threads during the loop (:func:`torch_threads`).
+    The reference loop's function: raw parameters ``(w1, w2)`` from 1/3 (float32), AdamW(lr, eps=1e-4, weight decay
+    0.01), CosineAnnealingLR(T_max=iterations) stepped each iteration, loss = dice + focal on the weighted sum of the
+    three logit maps; the loss's gradient by hand (:class:`MixtureLoss`), the optimiser on Python floats
+    (:class:`AdamW`). ``threads``: torch intra-op threads during the loop (:func:`torch_threads`).
     """
-    flat = logits.detach().flatten(1)
-    gt = target.float().unsqueeze(0).flatten(1).to(flat.device)
-    raw = nn.Parameter(torch.ones(2, 1, device=flat.device) / 3)
-    optimizer = torch.optim.AdamW([raw], lr=lr, eps=1e-4)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, iterations)
     wanted, curve = set(curve_points), []
-    with torch.enable_grad(), torch_threads(threads):
+    raw = [float(torch.tensor(1 / 3))] * 2        # the float32 1/3 of the reference's torch.ones(2, 1) / 3
+    optimizer = AdamW(2)
+    with torch.no_grad(), torch_threads(threads):
+        loss = MixtureLoss(logits, target)
         for it in range(iterations):
-            weights = mixture(raw)
-            mixed = (flat * weights).sum(0).unsqueeze(0)
-            dice, focal = dice_loss(mixed, gt), focal_loss(mixed, gt)
+            grad, dice, focal = loss(*raw, values=it in wanted)
             if it in wanted:
-                curve.append({"iteration": it, "weights_before_step": weights.detach().flatten().tolist(),
-                              "dice": dice.item(), "focal": focal.item()})
-            optimizer.zero_grad()
-            (dice + focal).backward()
-            optimizer.step()
-            scheduler.step()
-    raw = raw.detach()
-    return FitResult(mixture(raw).flatten(), raw.flatten(), curve)
+                curve.append({"iteration": it, "weights_before_step": [1 - raw[0] - raw[1], *raw], "dice": dice,
+                              "focal": focal})
+            optimizer.step(raw, grad, cosine_lr(lr, it, iterations))
+    params = torch.tensor(raw, dtype=torch.float32, device=logits.device)
+    return FitResult(mixture(params), params, curve)
 
 
 @dataclass
