@@ -7,6 +7,7 @@ the refusal itself is also checked everywhere, with the CPU's flags replaced by 
 """
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -15,7 +16,7 @@ import torch
 
 import vos.models.fast_encoder as fe
 import vos.models.precision as precision
-from conftest import KITE, KITE_GT, MODEL_ARGS, WEIGHTS, one_error_line, run_tool, small_kite
+from conftest import KITE, KITE_GT, MODEL_ARGS, WEIGHTS, one_error_line, pngs, run_tool, small_kite
 from vos.errors import InputError
 from vos.io import read_video
 from vos.io.masks import load_label_map
@@ -24,7 +25,11 @@ from vos.models import encoder_precision, load_model, load_sam, use_fast_encoder
 from vos.trackers import Tracker
 
 MISSING = precision.bf16_missing("cpu")
+HERE = "this CPU has bfloat16 dot products: the bf16 tests run instead"
+ELSEWHERE = "this CPU has no bfloat16 dot products: test_bf16_is_refused_here and its command-line tests run instead"
+FAST_ARGS = [a if a != "stock" else "fast" for a in MODEL_ARGS]
 ZEN3 = CpuInfo("AMD EPYC 7B13, family 25 model 1", 2, ("avx2",))
+ZEN4 = CpuInfo("AMD EPYC, family 25 model 17", 2, ("avx2", "avx512f", "avx512_bf16"))
 #: bfloat16 keeps 8 significant bits: the issue's bound on the relative error of an image embedding.
 REL_ERROR = 1e-2
 
@@ -58,17 +63,18 @@ def test_track_command_refuses_bf16_in_one_line_before_writing_anything(tmp_path
     assert not out.exists()
 
 
-def test_bf16_needs_the_fast_vit_encoder():
+def test_bf16_needs_the_fast_vit_encoder(monkeypatch):
+    """On a CPU with bfloat16 dot products (here: its flags), so that the CPU check passes on any machine."""
+    monkeypatch.setattr(precision, "cpu_info", lambda: ZEN4)
     with pytest.raises(InputError, match="--encoder fast"):
         load_sam("tiny", random_weights=True, device="cpu", encoder="stock", precision="bf16")
     with pytest.raises(InputError, match="unknown precision 'fp16'"):
         load_sam("tiny", random_weights=True, device="cpu", precision="fp16")
-    if MISSING is None:
-        with pytest.raises(InputError, match="vit_t: its TinyViT image encoder runs in float32 only"):
-            load_sam("vit_t", random_weights=True, device="cpu", precision="bf16")
+    with pytest.raises(InputError, match="vit_t: its TinyViT image encoder runs in float32 only"):
+        load_sam("vit_t", random_weights=True, device="cpu", precision="bf16")
 
 
-@pytest.mark.skipif(MISSING is not None, reason="checked by test_bf16_is_refused_here instead")
+@pytest.mark.skipif(MISSING is not None, reason=ELSEWHERE)
 @pytest.mark.parametrize("chunked", [False, True])
 @torch.inference_mode()
 def test_bf16_embeddings_are_close_and_really_bfloat16(monkeypatch, chunked):
@@ -91,7 +97,7 @@ def test_bf16_embeddings_are_close_and_really_bfloat16(monkeypatch, chunked):
                        fp32.image_encoder(torch.ones(1, 3, 1024, 1024)))
 
 
-@pytest.mark.skipif(MISSING is not None, reason="checked by test_bf16_is_refused_here instead")
+@pytest.mark.skipif(MISSING is not None, reason=ELSEWHERE)
 @torch.inference_mode()
 def test_explicit_bf16_attention_matches_float64():
     """The chunked bfloat16 attention (one head, a few query rows at a time) against the float64 formula."""
@@ -108,7 +114,7 @@ def test_explicit_bf16_attention_matches_float64():
     assert rel_error(out.transpose(1, 2), ref) < 2e-2
 
 
-@pytest.mark.skipif(MISSING is not None, reason="checked by test_bf16_is_refused_here instead")
+@pytest.mark.skipif(MISSING is not None, reason=ELSEWHERE)
 def test_bf16_tracking_keeps_every_confident_pixel():
     """PerSAM-F on real kite-surf frames: wherever the float32 tracker's final logit is far from 0, the bfloat16
     tracker makes the same decision; the label maps agree on nearly every pixel. (The fixture model's weights are
@@ -131,7 +137,7 @@ def test_bf16_tracking_keeps_every_confident_pixel():
     assert confident > 0.4 * sum(r.label_map.size * len(r.logits) for r in results["fp32"])
 
 
-@pytest.mark.skipif(MISSING is not None, reason="checked by test_bf16_is_refused_here instead")
+@pytest.mark.skipif(MISSING is not None, reason=ELSEWHERE)
 def test_sam2_bf16_image_encoder_is_close_to_float32():
     from vos.models.backend import backend_for
 
@@ -146,12 +152,90 @@ def test_sam2_bf16_image_encoder_is_close_to_float32():
     assert rel_error(out.backbone_fpn[-1], ref.backbone_fpn[-1]) > 1e-4
 
 
-@pytest.mark.skipif(MISSING is None, reason="this CPU has bfloat16 dot products: the bf16 tests above run")
+@pytest.mark.skipif(MISSING is not None, reason=ELSEWHERE)
+@torch.inference_mode()
+def test_bf16_keeps_vit_b_widths_within_one_percent(monkeypatch):
+    """ViT-B's widths (768 channels, 12 heads of 64, MLP 3072, neck 256) with seeded random weights, two blocks (one
+    windowed, one global through the chunked bfloat16 attention) on a 256² input (16×16 tokens: the 14×14 windows
+    are padded): the bfloat16 fast encoder within 1 % of the stock float32 encoder, and not equal to it."""
+    from segment_anything.modeling import ImageEncoderViT
+
+    monkeypatch.setattr(fe, "MASK_BUDGET", 64)
+    monkeypatch.setattr(fe, "BF16_QUERY_ROWS", 16)
+    torch.manual_seed(0)
+    stock = ImageEncoderViT(img_size=256, embed_dim=768, depth=2, num_heads=12, out_chans=256, qkv_bias=True,
+                            use_rel_pos=True, window_size=14, global_attn_indexes=(1,)).eval()
+    for block in stock.blocks:     # random relative position tables (zero at initialisation)
+        block.attn.rel_pos_h.normal_(0, 0.5)
+        block.attn.rel_pos_w.normal_(0, 0.5)
+    bf16 = use_fast_encoder(copy.deepcopy(stock), precision="bf16")
+    image = torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(1))
+    ref, out = stock(image), bf16(image)
+    assert out.dtype == torch.float32 and out.shape == ref.shape == (1, 256, 16, 16)
+    assert encoder_precision(bf16) == "bf16"
+    assert 1e-4 < rel_error(out, ref) <= REL_ERROR
+
+
+@pytest.mark.skipif(MISSING is not None, reason=ELSEWHERE)
+def test_track_command_runs_in_bf16(tmp_path):
+    """``vos track --precision bf16`` succeeds, records bf16, and its label maps agree with float32's on nearly every
+    pixel."""
+    frames, mask = small_kite(tmp_path / "in", 3)
+    maps = {}
+    for p in ("fp32", "bf16"):
+        out = tmp_path / p
+        proc = run_tool("track", "--video", frames, "--mask", mask, "--out", out, *FAST_ARGS, "--precision", p,
+                        "--no-progress")
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads((out / "vos_run.json").read_text())["precision"] == p
+        maps[p] = pngs(out)
+    assert list(maps["bf16"]) == [f"{i:05d}.png" for i in range(3)]
+    assert all(np.mean(maps["bf16"][n] == maps["fp32"][n]) > 0.99 for n in maps["fp32"])
+
+
+@pytest.mark.skipif(MISSING is not None, reason=ELSEWHERE)
+def test_app_starts_in_bf16(tmp_path, monkeypatch):
+    """``vos app --precision bf16`` passes its checks and serves with bf16 as the page's model precision; a run with
+    those model options (what the page's Track button starts) encodes in bfloat16 and records it."""
+    import vos.app.server as server
+    from vos.runs.options import TrackRun
+    from vos.runs.track import track
+
+    served = []
+    monkeypatch.setattr(server, "serve", served.append)
+    proc = run_tool("app", "--out", tmp_path / "app-runs", "--model", "tiny", "--checkpoint", WEIGHTS, "--device",
+                    "cpu", "--precision", "bf16", "--port", "7999")
+    assert proc.returncode == 0, proc.stderr
+    (config,) = served
+    assert config.model.precision == "bf16" and config.model_for("vit_b").precision == "bf16"
+    model = config.model.load()
+    assert encoder_precision(model) == "bf16"
+    frames, mask = small_kite(tmp_path / "in", 2)
+    track(TrackRun(str(frames), str(mask), tmp_path / "run", model=config.model), model=model)
+    assert json.loads((tmp_path / "run" / "vos_run.json").read_text())["precision"] == "bf16"
+
+
+@pytest.mark.skipif(MISSING is None, reason=HERE)
 def test_bf16_is_refused_here():
     """On this CPU (no AVX512-BF16 or AMX): the refusal names it."""
     with pytest.raises(InputError) as err:
         load_sam("tiny", random_weights=True, device="cpu", precision="bf16")
     assert cpu_info().model in str(err.value) and "use --precision fp32" in str(err.value)
+
+
+@pytest.mark.skipif(MISSING is None, reason=HERE)
+def test_track_and_app_refuse_bf16_here_in_one_line(tmp_path):
+    """The counterpart of the two tests above on this very CPU (its flags not replaced): ``vos track`` and ``vos app``
+    with ``--precision bf16`` print one error line naming it, exit 2 and write nothing."""
+    frames, mask = small_kite(tmp_path / "in", 2)
+    out = tmp_path / "run"
+    one_error_line(run_tool("track", "--video", frames, "--mask", mask, "--out", out, *FAST_ARGS, "--precision",
+                            "bf16"), "--precision bf16", cpu_info().model, "use --precision fp32")
+    app_out = tmp_path / "app-runs"
+    one_error_line(run_tool("app", "--out", app_out, "--model", "tiny", "--checkpoint", WEIGHTS, "--device", "cpu",
+                            "--precision", "bf16", "--port", "7999"),
+                   "--precision bf16", cpu_info().model, "use --precision fp32")
+    assert not out.exists() and not app_out.exists()
 
 
 def test_run_settings_record_the_precision_and_the_machine(tmp_path):
