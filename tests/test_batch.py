@@ -309,8 +309,10 @@ def _gcs_log(temp: Path) -> str:
 
 
 #: Ray on Linux replaces a loopback --node-ip-address by the machine's own address unless it runs in its
-#: single-machine mode (this variable off): then every part of the cluster is on 127.0.0.1.
-LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+#: single-machine mode (the first variable off): then every part of the cluster is on 127.0.0.1. Ray turns token
+#: authentication on by itself when a token file exists in the home folder (another program may write one at any
+#: time); this loopback cluster and its driver have it off.
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled",
                 "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
 
 
