@@ -3,9 +3,10 @@
 Run as a script, this file is one of them (it imports only the standard library at the top, so that Debian's
 ``/usr/bin/python3`` can run the RTSP server with its GStreamer bindings):
 
-* ``rtsp CLIP PORT``: GStreamer's RTSP server (``gir1.2-gst-rtsp-server-1.0``, ``gstreamer1.0-plugins-good``,
-  ``python3-gi``) at ``rtsp://127.0.0.1:PORT/live``, sending the H.264 of an MP4 as it is, in real time; every
-  client gets the clip from its start.
+* ``rtsp CLIP PORT [TRANSPORT]``: GStreamer's RTSP server (``gir1.2-gst-rtsp-server-1.0``,
+  ``gstreamer1.0-plugins-good``, ``python3-gi``) at ``rtsp://127.0.0.1:PORT/live``, sending the H.264 of an MP4 as
+  it is, in real time; every client gets the clip from its start. ``TRANSPORT`` ``tcp`` or ``udp``: the only lower
+  transport it offers (a client asking for the other one is refused); default: both.
 * ``http CLIP PORT LOOPS STALL``: Python's HTTP server at ``http://127.0.0.1:PORT/live.ts``, sending the clip
   ``LOOPS`` times as a live MPEG-TS stream (muxed by PyAV, paced at the clip's frame rate, no length); with
   ``STALL`` >= 0 it stops sending after that many frames but keeps the connection open.
@@ -94,8 +95,8 @@ def _ready_port(process: subprocess.Popen, log: BinaryIO) -> int:
     raise RuntimeError(f"server {process.args[2:]} did not start: {log.read().decode(errors='replace')[-2000:]}")
 
 
-def rtsp_server(clip: Path, port: int = 0) -> "contextlib.AbstractContextManager[Server]":
-    return _serve(SYSTEM_PYTHON, ["rtsp", str(clip), str(port)], "rtsp://127.0.0.1:{port}/live")
+def rtsp_server(clip: Path, port: int = 0, transport: str = "any") -> "contextlib.AbstractContextManager[Server]":
+    return _serve(SYSTEM_PYTHON, ["rtsp", str(clip), str(port), transport], "rtsp://127.0.0.1:{port}/live")
 
 
 def http_server(clip: Path, port: int = 0, loops: int = 1,
@@ -119,9 +120,11 @@ def pipe_feeder(clip: Path) -> subprocess.Popen:
                             stdout=subprocess.PIPE)
 
 
-def small_clip(src: Path, dst: Path, width: int = 320, height: int = 176, fps: int = 25) -> Path:
+def small_clip(src: Path, dst: Path, width: int = 320, height: int = 176, fps: int = 25,
+               negative: bool = False) -> Path:
     """``src`` re-encoded small and fast: H.264 (no B-frames, a keyframe every 5 frames) at ``fps``, with its index
-    first (faststart), as MP4s served over HTTP are stored."""
+    first (faststart), as MP4s served over HTTP are stored; ``negative``: its colours inverted (a clip told apart
+    from the original at a glance)."""
     from fractions import Fraction
 
     import av
@@ -131,7 +134,9 @@ def small_clip(src: Path, dst: Path, width: int = 320, height: int = 176, fps: i
                                                               "g": "5"})
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for index, frame in enumerate(inp.decode(video=0)):
-            frame = frame.reformat(width=width, height=height, format="yuv420p")
+            frame = frame.reformat(width=width, height=height, format="rgb24" if negative else "yuv420p")
+            if negative:
+                frame = av.VideoFrame.from_ndarray(255 - frame.to_ndarray(), "rgb24").reformat(format="yuv420p")
             frame.pts, frame.time_base = index, Fraction(1, fps)
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
@@ -175,12 +180,13 @@ def threads_named(prefix: str) -> List[str]:
 
 # ---------------------------------------------------------------------------------------------------- the servers
 
-def _serve_rtsp(clip: str, port: int) -> None:
+def _serve_rtsp(clip: str, port: int, transport: str) -> None:
     import gi
 
     gi.require_version("Gst", "1.0")
+    gi.require_version("GstRtsp", "1.0")
     gi.require_version("GstRtspServer", "1.0")
-    from gi.repository import GLib, Gst, GstRtspServer
+    from gi.repository import GLib, Gst, GstRtsp, GstRtspServer
 
     Gst.init(None)
     server = GstRtspServer.RTSPServer()
@@ -188,6 +194,8 @@ def _serve_rtsp(clip: str, port: int) -> None:
     server.set_service(str(port))
     factory = GstRtspServer.RTSPMediaFactory()
     factory.set_launch(f'( filesrc location="{clip}" ! qtdemux ! rtph264pay name=pay0 pt=96 config-interval=1 )')
+    if transport != "any":
+        factory.set_protocols({"tcp": GstRtsp.RTSPLowerTrans.TCP, "udp": GstRtsp.RTSPLowerTrans.UDP}[transport])
     server.get_mount_points().add_factory("/live", factory)
     if not server.attach(None):
         raise SystemExit(f"cannot listen on 127.0.0.1:{port}")
@@ -242,7 +250,7 @@ def _serve_silent(port: int) -> None:
 def main(argv: List[str]) -> None:
     command, args = argv[0], argv[1:]
     if command == "rtsp":
-        _serve_rtsp(args[0], int(args[1]))
+        _serve_rtsp(args[0], int(args[1]), args[2] if len(args) > 2 else "any")
     elif command == "http":
         _serve_http(args[0], int(args[1]), int(args[2]), int(args[3]))
     elif command == "files":

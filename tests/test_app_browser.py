@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import streaming
 from conftest import APPLE, APPLE_MASK, DATA, MODEL_ARGS, ROOT, run_tool
 
 from playwright.sync_api import Page, sync_playwright  # noqa: E402
@@ -34,8 +35,12 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 BLACKSWAN = DATA / "davis_frames" / "JPEGImages" / "480p" / "blackswan"
 APPLE_CLICK = (480, 291)                    # (x, y) on the apple of the demo's first frame
 SHADOW_BOX = ((750, 400), (1100, 650))      # two corners of a second object
+BACKGROUND = (300, 150)                     # (x, y) of a background point for the apple
+CLIP_CLICK = (118, 72)                      # (x, y) on the apple of the 320×176 clip's first frame
+SAM2_ARGS = ["--model", "sam2.1_hiera_tiny_256", "--random-weights", "--device", "cpu"]
 MSG = "#vos-message .vos-message"           # the message line (without Gradio's status text)
 WAIT = 90_000                               # ms: the longest a page waits for one step
+RUN_WAIT = 400                              # s: the longest a run of a few frames may take (PerSAM-F fits first)
 
 
 # -- the server and the browser ---------------------------------------------------------------------------------
@@ -119,22 +124,52 @@ def browser():
         chromium.close()
 
 
-def _new_page(browser, url: str) -> Page:
-    context = browser.new_context(viewport={"width": 1400, "height": 1200}, accept_downloads=True)
+#: What the pages of the running test reported as JavaScript errors (console errors and uncaught exceptions).
+JS_ERRORS: list = []
+
+
+def _new_page(browser, url: str, width: int = 1400) -> Page:
+    """A page of the app at ``url`` in a new browser context ``width`` CSS pixels wide; its JavaScript errors go to
+    :data:`JS_ERRORS`."""
+    context = browser.new_context(viewport={"width": width, "height": 1200}, accept_downloads=True)
     page = context.new_page()
+    page.on("console", lambda m: JS_ERRORS.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda err: JS_ERRORS.append(f"uncaught: {err}"))
     page.set_default_timeout(WAIT)
     page.goto(url)
     return page
 
 
-@pytest.fixture
-def page(browser, server, tmp_path):
-    """A page of the app in a new browser context; its screenshot is saved in the test's tmp folder."""
-    p = _new_page(browser, server.url)
+@pytest.fixture(autouse=True)
+def no_javascript_errors():
+    """Every browser test fails when one of its pages logs a JavaScript error or throws."""
+    JS_ERRORS.clear()
+    yield
+    assert not JS_ERRORS, JS_ERRORS
+
+
+def _page_fixture(browser, server, tmp_path, width: int):
+    p = _new_page(browser, server.url, width)
     yield p
     if not p.is_closed():
         p.screenshot(path=str(tmp_path / "page.png"), full_page=True)
         p.context.close()
+
+
+@pytest.fixture
+def page(browser, server, tmp_path):
+    """A page of the app in a new browser context; its screenshot is saved in the test's tmp folder."""
+    yield from _page_fixture(browser, server, tmp_path, 1400)
+
+
+#: A viewport wide enough for the demo's first frame at its own size (one picture pixel per CSS pixel), so that a
+#: click lands on exactly the pixel aimed at.
+WIDE = 2200
+
+
+@pytest.fixture
+def wide_page(browser, server, tmp_path):
+    yield from _page_fixture(browser, server, tmp_path, WIDE)
 
 
 # -- page helpers -----------------------------------------------------------------------------------------------
@@ -217,7 +252,7 @@ def run_ended(page: Page) -> bool:
 def follow_run(page: Page) -> list:
     """The distinct preview pictures shown while the run goes on, once it has ended."""
     seen = []
-    deadline = time.monotonic() + WAIT / 1000
+    deadline = time.monotonic() + RUN_WAIT
     while time.monotonic() < deadline:
         ended = run_ended(page)
         src = page.evaluate("() => document.querySelector('#vos-preview img')?.src || null")
@@ -505,3 +540,132 @@ def test_find_from_a_reference_photo_tracks_like_the_command_line(page, tmp_path
     cli = [np.array(Image.open(p)) for p in sorted(out.glob("0*.png"))]
     assert len(cli) == 3 and all(np.array_equal(a, b) for a, b in zip(masks, cli))
     assert (out / "vos_states.jsonl").read_text() == states
+
+
+# -- the page's runs are the command line's runs of the same prompts ----------------------------------------------
+@pytest.fixture(scope="module")
+def sam2_server(tmp_path_factory):
+    """The app on SAM 2.1 (hiera-tiny at 256 pixels, seeded random weights)."""
+    srv = Server(tmp_path_factory.mktemp("app-sam2") / "runs", SAM2_ARGS)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    """The demo video at 320×176, 25 frames/s (tests/streaming.py)."""
+    return streaming.small_clip(APPLE, tmp_path_factory.mktemp("clip") / "clip.mp4")
+
+
+def run_files(page: Page, folder: Path) -> tuple:
+    """``(masks, settings)`` of the page's first run: the PNGs of its zip as arrays, its ``vos_run.json``."""
+    folder.mkdir()
+    masks = zip_pngs(download(page, "run-1-masks.zip", folder))
+    return masks, json.loads(download(page, "vos_run.json", folder).read_text())
+
+
+def prompts_of(settings: dict) -> list:
+    """The run's prompts as ``[(id, [(x, y, label), …], box or None), …]``."""
+    return [(p["obj_id"], [tuple(point) for point in p["points"]], None if p["box"] is None else tuple(p["box"]))
+            for p in settings["prompts"]]
+
+
+def assert_command_line_masks(masks: list, folder: Path, *args) -> None:
+    """``masks`` are pixel for pixel the PNGs of ``vos track ARGS`` run into ``folder``."""
+    ran = run_tool("track", *args, "--out", folder, "--no-progress")
+    assert ran.returncode == 0, ran.stderr
+    cli = [np.array(Image.open(p)) for p in sorted(folder.glob("0*.png"))]
+    assert len(cli) == len(masks)
+    for index, (app, expected) in enumerate(zip(masks, cli)):
+        np.testing.assert_array_equal(app, expected, err_msg=f"frame {index}")
+
+
+def test_clicks_are_the_runs_prompts_and_persam_f_tracks_like_the_command_line(wide_page, tmp_path):
+    """The frame at its own size: each click is the prompt recorded in frame pixels (a point on the apple, a
+    background point, a box from two corners); the default method (PerSAM-F) tracks; the masks are those of
+    ``vos track`` given the same prompts by hand."""
+    page = wide_page
+    open_demo(page)
+    click_frame(page, *APPLE_CLICK)
+    wait_text(page, "#vos-objects", "object 1: 1 point(s)")
+    page.get_by_label("background point (−)").check()
+    click_frame(page, *BACKGROUND)
+    wait_text(page, "#vos-objects", "object 1: 1 point(s), 1 background point(s)")
+    page.click("#vos-new")
+    page.get_by_label("box: two corners").check()
+    click_frame(page, *SHADOW_BOX[0])
+    wait_text(page, MSG, "first corner at (750, 400): click the opposite corner")
+    click_frame(page, *SHADOW_BOX[1])
+    wait_text(page, "#vos-objects", "object 2: a box")
+    assert page.input_value("#vos-method input") == "PerSAM-F"
+    track(page, 3)
+    no_traceback(page)
+    assert "3 frame(s) written, 3 complete" in text(page, MSG)
+    masks, settings = run_files(page, tmp_path / "app")
+    assert settings["method"] == "persam_f"
+    assert prompts_of(settings) == [(1, [(*APPLE_CLICK, 1), (*BACKGROUND, 0)], None),
+                                    (2, [], (750, 400, 1101, 651))]   # the corners' pixels inside the box
+    assert set(np.unique(masks[0])) == {0, 1, 2}
+    assert_command_line_masks(masks, tmp_path / "cli", "--video", APPLE, "--object-id", "1", "--point", "480,291",
+                              "--point", "300,150,0", "--object-id", "2", "--box", "750,400,1101,651",
+                              "--max-frames", "3", *MODEL_ARGS)
+
+
+def test_a_sam2_model_tracks_like_the_command_line(browser, sam2_server, tmp_path):
+    """An app on SAM 2.1: its default method (SAM 2) tracks the apple clicked; the masks are ``vos track``'s."""
+    page = _new_page(browser, sam2_server.url, WIDE)
+    try:
+        open_demo(page)
+        assert page.input_value("#vos-model input") == "sam2.1_hiera_tiny_256"
+        assert page.input_value("#vos-method input") == "SAM 2"
+        click_frame(page, *APPLE_CLICK)
+        wait_text(page, "#vos-objects", "object 1: 1 point(s)")
+        track(page, 3)
+        no_traceback(page)
+        assert "3 frame(s) written, 3 complete" in text(page, MSG), text(page, MSG)
+        masks, settings = run_files(page, tmp_path / "app")
+        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+    finally:
+        page.context.close()
+    assert settings["method"] == "sam2" and settings["model"] == "sam2.1_hiera_tiny_256"
+    assert prompts_of(settings) == [(1, [(*APPLE_CLICK, 1)], None)]
+    assert_command_line_masks(masks, tmp_path / "cli", "--video", APPLE, "--point", "480,291", "--max-frames", "3",
+                              *SAM2_ARGS)
+
+
+def test_an_uploaded_video_tracks_like_the_command_line(wide_page, clip, tmp_path):
+    page = wide_page
+    page.set_input_files("#vos-upload input[type=file]", str(clip))
+    wait_text(page, MSG, "click on an object")
+    assert "clip.mp4: 320×176, 50 frames" in text(page, MSG)
+    click_frame(page, *CLIP_CLICK, size=(176, 320))
+    wait_text(page, "#vos-objects", "object 1: 1 point(s)")
+    choose_method(page, "PerSAM (training-free)")
+    track(page, 4)
+    no_traceback(page)
+    assert "4 frame(s) written, 4 complete" in text(page, MSG)
+    masks, settings = run_files(page, tmp_path / "app")
+    assert Path(settings["video"]).name.endswith("-clip.mp4") and settings["method"] == "persam"
+    assert prompts_of(settings) == [(1, [(*CLIP_CLICK, 1)], None)]
+    assert all(m.shape == (176, 320) for m in masks)
+    assert_command_line_masks(masks, tmp_path / "cli", "--video", clip, "--point", "118,72", "--max-frames", "4",
+                              "--method", "persam", *MODEL_ARGS)
+
+
+def test_a_stream_url_tracks_like_the_command_line(wide_page, clip, tmp_path):
+    """An HTTP MPEG-TS stream on 127.0.0.1 (every client gets the clip from its start): opened by its URL, tracked
+    from the frame received when Track is pressed; the masks are those of ``vos track`` on the same stream."""
+    page = wide_page
+    with streaming.http_server(clip, loops=3) as server:
+        open_path(page, server.url)
+        assert f"{server.url}: 320×176, live" in text(page, MSG)
+        click_frame(page, *CLIP_CLICK, size=(176, 320))
+        wait_text(page, "#vos-objects", "object 1: 1 point(s)")
+        choose_method(page, "PerSAM (training-free)")
+        track(page, 4)
+        no_traceback(page)
+        assert "4 frame(s) written, 4 complete" in text(page, MSG), text(page, MSG)
+        masks, settings = run_files(page, tmp_path / "app")
+        assert settings["video"] == server.url and prompts_of(settings) == [(1, [(*CLIP_CLICK, 1)], None)]
+        assert_command_line_masks(masks, tmp_path / "cli", "--video", server.url, "--point", "118,72",
+                                  "--max-frames", "4", "--method", "persam", *MODEL_ARGS)

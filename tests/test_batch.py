@@ -3,9 +3,15 @@ sequences: outputs byte-identical to the local engine, a corrupt video recorded 
 killed mid-video replaced and its video resumed, a finished set skipped, ``eval_davis --run --engine ray``."""
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
+import socket
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -13,7 +19,7 @@ from pathlib import Path
 import pytest
 import ray  # the ray extra is part of ".[all,dev]": a missing package fails here instead of skipping
 
-from conftest import DATA, MODEL_ARGS, WEIGHTS, one_error_line, run_tool, tool_process
+from conftest import DATA, MODEL_ARGS, ROOT, WEIGHTS, one_error_line, run_tool, tool_process
 from vos.batch import BatchRun, davis_jobs
 from vos.batch.ray import ACTOR_PREFIX, run_ray
 from vos.runs import ModelOptions
@@ -28,14 +34,15 @@ TINY = ModelOptions("tiny", str(WEIGHTS), "cpu", "stock")
 RAY_PARTS = ("raylet", "gcs_server", "default_worker", "ray::", "dashboard", "runtime_env", "log_monitor")
 
 
-def davis_root(folder: Path, sequences=SEQUENCES) -> Path:
-    """A DAVIS 2017 root with the first frames of ``sequences`` (every frame's JPEG and annotation), val = all."""
+def davis_root(folder: Path, sequences=SEQUENCES, source: Path = DATA / "davis_frames") -> Path:
+    """A DAVIS 2017 root with the first frames of ``sequences`` (every frame's JPEG and annotation) of the DAVIS root
+    ``source``, val = all."""
     for name, frames in sequences.items():
         for kind, ext in (("JPEGImages", "jpg"), ("Annotations", "png")):
             dst = folder / kind / "480p" / name
             dst.mkdir(parents=True)
             for i in range(frames):
-                shutil.copy(DATA / "davis_frames" / kind / "480p" / name / f"{i:05d}.{ext}", dst)
+                shutil.copy(source / kind / "480p" / name / f"{i:05d}.{ext}", dst)
     (folder / "ImageSets" / "2017").mkdir(parents=True)
     (folder / "ImageSets" / "2017" / "val.txt").write_text("".join(f"{name}\n" for name in sequences))
     return folder
@@ -282,3 +289,127 @@ def test_one_reference_over_many_videos_locally_and_on_ray(cluster, root, tmp_pa
                    *TRACK_ARGS)
     assert ran.returncode == 0, ran.stderr
     assert outputs(tmp_path / "csv", "swan") == outputs(runs["local"], "blackswan")
+
+
+# -- a running cluster (--address), --cpus-per-worker, SAM 2.1 ---------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _processes_of(temp: Path) -> list:
+    """Pids of the processes of the cluster whose temporary folder is ``temp`` (each one names it)."""
+    ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True, check=True).stdout
+    return [int(line.split(None, 1)[0]) for line in ps.splitlines() if str(temp) in line and "ps -eo" not in line]
+
+
+def _gcs_log(temp: Path) -> str:
+    return "".join(p.read_text(errors="replace") for p in temp.glob("session_*/logs/gcs_server.out"))
+
+
+#: Ray on Linux replaces a loopback --node-ip-address by the machine's own address unless it runs in its
+#: single-machine mode (the first variable off): then every part of the cluster is on 127.0.0.1. Ray turns token
+#: authentication on by itself when a token file exists in the home folder (another program may write one at any
+#: time); this loopback cluster and its driver have it off.
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled",
+                "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+
+
+#: The sequences of the tests that need two videos only.
+SOME = ("blackswan", "kite-surf")
+
+
+@contextlib.contextmanager
+def ray_head(folder: Path):
+    """``ray start --head --block`` on 127.0.0.1 (2 CPUs, no dashboard, its own temporary folder and free ports) as
+    a subprocess; yields ``(address, temporary folder)``. Stopped by SIGTERM to that process (Ray then stops what
+    it started); any process of this cluster still there after that is killed by pid and fails the test."""
+    temp = Path(tempfile.mkdtemp(prefix="vosray-", dir="/tmp"))       # short: Ray's socket paths live under it
+    port = _free_port()
+    with open(folder / "ray_start.log", "w") as log:       # the child keeps its own copy
+        head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
+                                 "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
+                                 "--include-dashboard", "false", "--dashboard-port", str(_free_port()),
+                                 "--dashboard-agent-listen-port", str(_free_port()), "--ray-client-server-port",
+                                 str(_free_port()), "--temp-dir", str(temp), "--disable-usage-stats"],
+                                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **LOOPBACK_ENV},
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while "block forever" not in (folder / "ray_start.log").read_text():
+            assert head.poll() is None and time.monotonic() < deadline, (folder / "ray_start.log").read_text()
+            time.sleep(0.2)
+        yield f"127.0.0.1:{port}", temp
+    finally:
+        if head.poll() is None:
+            os.kill(head.pid, signal.SIGTERM)
+        head.wait(timeout=60)
+        deadline = time.monotonic() + 30
+        while _processes_of(temp) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = _processes_of(temp)
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(temp, ignore_errors=True)
+        assert not left, f"processes of the test's cluster left after ray start was stopped: {left}"
+
+
+@pytest.mark.timeout(900)        # a cluster of its own to start and stop, besides the batch
+def test_a_running_cluster_at_address_is_used_and_left_running(root, local_one_thread, tmp_path):
+    """``tools/batch.py --engine ray --address 127.0.0.1:P`` on a cluster that ``ray start`` runs: the actors run on
+    that cluster (its GCS log names them), with 1 CPU and 1 torch thread each (the default on a running
+    cluster), the outputs are the local engine's; the cluster is still running afterwards."""
+    out = tmp_path / "out"
+    with ray_head(tmp_path) as (address, temp):
+        cluster_processes = set(_processes_of(temp))
+        proc = tool_process("batch", "--davis-root", root, "--sequences", ",".join(SOME), "--out", out, "--engine",
+                            "ray", "--address", address, "--workers", "2", *TRACK_ARGS, timeout=600,
+                            env={**os.environ, **LOOPBACK_ENV})
+        assert proc.returncode == 0, proc.stderr
+        assert cluster_processes <= set(_processes_of(temp))             # left running
+        names = [f"Actor name {ACTOR_PREFIX}-{n} " for n in range(2)]     # the cluster's GCS log names each actor
+        deadline = time.monotonic() + 30
+        while not all(name in _gcs_log(temp) for name in names) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert all(name in _gcs_log(temp) for name in names), _gcs_log(temp)[-3000:]
+    assert "2 tracked" in proc.stdout
+    for name in SOME:
+        assert outputs(out, name) == outputs(local_one_thread, name), name
+
+
+def test_cpus_per_worker_is_what_each_actor_reserves(cluster, root, local_one_thread, tmp_path):
+    """``--cpus-per-worker 1`` with one worker on the 2-CPU cluster (the default there would reserve both): while
+    the actor lives the cluster has exactly 1 CPU free, and the outputs are those of 1 torch thread."""
+    free, ran = [], []
+    batch = threading.Thread(target=lambda: ran.append(run_tool(
+        "batch", "--davis-root", root, "--sequences", ",".join(SOME), "--out", tmp_path / "out", "--engine", "ray",
+        "--workers", "1", "--cpus-per-worker", "1", *TRACK_ARGS)))
+    batch.start()
+    while batch.is_alive():
+        if f"{ACTOR_PREFIX}-0" in ray.util.list_named_actors():
+            free.append(ray.available_resources().get("CPU", 0.0))
+        time.sleep(0.02)
+    batch.join()
+    assert ran[0].returncode == 0, ran[0].stderr
+    assert 1.0 in free and min(free) == 1.0, free
+    for name in SOME:
+        assert outputs(tmp_path / "out", name) == outputs(local_one_thread, name), name
+
+
+SAM2_ARGS = ["--rle", "--no-progress", "--model", "sam2.1_hiera_tiny_256", "--random-weights", "--device", "cpu"]
+
+
+def test_sam2_on_ray_gives_the_local_engines_outputs(cluster, tmp_path):
+    """SAM 2.1 (hiera-tiny at 256 pixels, seeded random weights; its default method sam2) through ``vos batch
+    --engine ray`` (1 actor: 2 torch threads, as the local engine here): the PNGs and RLE of the local engine."""
+    root = davis_root(tmp_path / "davis", {"kite-surf": 6}, DATA / "sam2")
+    runs = {}
+    for engine in ("local", "ray"):
+        runs[engine] = tmp_path / engine
+        ran = run_tool("batch", "--davis-root", root, "--out", runs[engine], "--engine", engine, *SAM2_ARGS)
+        assert ran.returncode == 0, ran.stderr
+    local_files, ray_files = outputs(runs["local"], "kite-surf"), outputs(runs["ray"], "kite-surf")
+    assert len(local_files) == 7 and local_files == ray_files
+    settings = json.loads((runs["ray"] / "kite-surf" / "vos_run.json").read_text())
+    assert settings["method"] == "sam2" and settings["model"] == "sam2.1_hiera_tiny_256"

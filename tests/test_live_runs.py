@@ -215,3 +215,88 @@ def test_a_stream_searched_for_an_object_from_a_photo(tmp_path, clip):
     assert not any(m.any() for m in pngs(tmp_path / "never").values())
     assert [s["found"] for s in states["found"]] == [True, False, False]
     assert "object 1: found on frame 0" in proc.stdout
+
+
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_rtsp_transport_is_the_one_the_reader_asks_for(tmp_path, clip, transport):
+    """An RTSP server offering only ``transport``: ``--rtsp-transport`` with it tracks over it; with the other one
+    the server refuses the stream (so the option is what the reader asked the server for), one error line, no
+    frame written."""
+    assert streaming.rtsp_unavailable() is None, ".ci/run installs GStreamer's RTSP server"
+    other = {"tcp": "udp", "udp": "tcp"}[transport]
+    base = ["--mask", APPLE_MASK, "--resize-mask", "--method", "persam", *MODEL_ARGS, "--no-progress"]
+    with streaming.rtsp_server(clip, transport=transport) as server:
+        proc = run(["--video", server.url, "--rtsp-transport", transport, "--max-frames", "4", *outputs(tmp_path),
+                    *base])
+        refused = run(["--video", server.url, "--rtsp-transport", other, "--reconnect", "0", "--out",
+                       tmp_path / "refused", *base])
+    assert proc.returncode == 0, proc.stderr
+    assert complete(tmp_path) == 4 and "4 processed" in proc.stdout
+    one_error_line(refused, server.url, "cannot open the stream", "Protocol not supported")
+    assert not list((tmp_path / "refused").glob("*.png"))
+
+
+def test_open_timeout_of_a_server_that_never_answers(tmp_path):
+    """``--open-timeout 1`` (the default is 10 s) is the time-out the run's one error line names."""
+    with streaming.silent_server() as server:
+        proc = run(["--video", server.url, "--point", "10,10", "--open-timeout", "1", "--out", tmp_path / "run",
+                    "--method", "persam", *MODEL_ARGS, "--no-progress"])
+    one_error_line(proc, server.url, "cannot open the stream", "no answer for 1 s (open time-out)")
+    assert not list((tmp_path / "run").glob("*.png"))
+
+
+def test_duration_ends_a_live_run(tmp_path, clip):
+    """``--duration 3`` on a stream of 40 s: the run ends for that reason (exit 0), every output complete."""
+    with streaming.http_server(clip, loops=20) as server:
+        proc = run(["--video", server.url, "--mask", APPLE_MASK, "--resize-mask", "--duration", "3",
+                    *outputs(tmp_path), "--method", "persam", *MODEL_ARGS, "--no-progress"])
+    assert proc.returncode == 0, proc.stderr
+    assert "(duration)" in proc.stdout, proc.stdout
+    n = complete(tmp_path)
+    assert 1 <= n < 1000 and f"{n} complete" in proc.stdout
+
+
+def clip_of(frame: np.ndarray, clips: dict) -> str:
+    """The name of the clip in ``clips`` (``{name: frames}``) whose nearest frame is nearest to ``frame``."""
+    distance = {name: min(np.abs(frame.astype(np.int16) - f).mean() for f in frames) for name, frames in
+                clips.items()}
+    return min(distance, key=distance.get)
+
+
+@pytest.mark.timeout(1500)
+def test_a_live_run_goes_on_after_the_server_is_killed_and_restarted(tmp_path, clip):
+    """``tools/track.py`` on an HTTP stream; the server (which sends 40 frames, then holds the connection open: no
+    backlog longer than that to track before the loss shows; fewer would stall the opening, which reads ~30) is killed mid-stream and another one started on the
+    same port, serving the clip's negative: the run reconnects (a warning, no error) and tracks the new stream. The
+    overlay shows which stream each output frame came from: the clip, then the negative from the reconnect on, with
+    a PNG, an overlay frame and an RLE line for every one."""
+    negative = streaming.small_clip(APPLE, tmp_path / "negative.mp4", negative=True)
+    clips = {"clip": list(read_video(clip)), "negative": list(read_video(negative))}
+    err = tmp_path / "stderr.txt"
+    with streaming.http_server(clip, stall_after=40) as first, open(err, "w") as stderr:
+        proc = subprocess.Popen([*TRACK, "--video", first.url, "--mask", APPLE_MASK, "--resize-mask",
+                                 *map(str, outputs(tmp_path)), "--method", "persam", "--reconnect", "8",
+                                 *MODEL_ARGS, "--no-progress"], stdout=subprocess.PIPE, stderr=stderr, text=True)
+        try:
+            wait_for(tmp_path / "run" / "00003.png", proc)
+            first.kill()
+            with streaming.http_server(negative, first.port, loops=20):
+                deadline = time.monotonic() + 600          # 40 frames to track first, on a loaded machine
+                while "reconnecting" not in err.read_text() and proc.poll() is None and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                at_reconnect = len(pngs(tmp_path / "run"))
+                wait_for(tmp_path / "run" / f"{at_reconnect + 10:05d}.png", proc)
+                proc.send_signal(signal.SIGINT)
+                stdout, _ = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    log = err.read_text()
+    assert proc.returncode == 0, log
+    assert "(interrupted)" in stdout and "error:" not in log
+    assert next(line for line in log.splitlines() if "reconnecting" in line).endswith("(attempt 1/8)"), log
+    n = complete(tmp_path)
+    sources = [clip_of(frame, clips) for frame in read_video(tmp_path / "run.mp4")]
+    switch = sources.index("negative")
+    assert 4 <= switch <= min(at_reconnect, 40) and sources == ["clip"] * switch + ["negative"] * (n - switch), sources
+    assert n - switch >= 10
