@@ -256,10 +256,20 @@ def test_duration_ends_a_live_run(tmp_path, clip):
     assert 1 <= n < 1000 and f"{n} complete" in proc.stdout
 
 
-def clip_of(frame: np.ndarray, clips: dict) -> str:
-    """The name of the clip in ``clips`` (``{name: frames}``) whose nearest frame is nearest to ``frame``."""
-    distance = {name: min(np.abs(frame.astype(np.int16) - f).mean() for f in frames) for name, frames in
-                clips.items()}
+def clip_of(overlay: np.ndarray, label_map: np.ndarray, clips: dict) -> str:
+    """The name of the clip in ``clips`` (``{name: frames}``) with the frame nearest to the source frame of an
+    overlay frame: its object pixels unblended (``overlay = (frame + colour) / 2`` there), the 2-pixel outlines (the
+    palette colour alone) left out."""
+    import cv2
+
+    from vos.io import DAVIS_PALETTE
+
+    frame = overlay.astype(np.int16)
+    objects = label_map > 0
+    frame[objects] = 2 * frame[objects] - DAVIS_PALETTE[label_map[objects]]
+    window = np.ones((3, 3), np.uint8)
+    inside = cv2.dilate(label_map, window) == cv2.erode(label_map, window)
+    distance = {name: min(np.abs(frame - f)[inside].mean() for f in frames) for name, frames in clips.items()}
     return min(distance, key=distance.get)
 
 
@@ -268,8 +278,8 @@ def test_a_live_run_goes_on_after_the_server_is_killed_and_restarted(tmp_path, c
     """``tools/track.py`` on an HTTP stream; the server (which sends 40 frames, then holds the connection open: no
     backlog longer than that to track before the loss shows; fewer would stall the opening, which reads ~30) is killed mid-stream and another one started on the
     same port, serving the clip's negative: the run reconnects (a warning, no error) and tracks the new stream. The
-    overlay shows which stream each output frame came from: the clip, then the negative from the reconnect on, with
-    a PNG, an overlay frame and an RLE line for every one."""
+    overlay (unblended with the PNG of its frame) shows which stream each output frame came from: the clip, then the
+    negative from the reconnect on, with a PNG, an overlay frame and an RLE line for every one."""
     negative = streaming.small_clip(APPLE, tmp_path / "negative.mp4", negative=True)
     clips = {"clip": list(read_video(clip)), "negative": list(read_video(negative))}
     err = tmp_path / "stderr.txt"
@@ -296,7 +306,9 @@ def test_a_live_run_goes_on_after_the_server_is_killed_and_restarted(tmp_path, c
     assert "(interrupted)" in stdout and "error:" not in log
     assert next(line for line in log.splitlines() if "reconnecting" in line).endswith("(attempt 1/8)"), log
     n = complete(tmp_path)
-    sources = [clip_of(frame, clips) for frame in read_video(tmp_path / "run.mp4")]
+    maps = pngs(tmp_path / "run")
+    sources = [clip_of(frame, label_map, clips) for frame, label_map in zip(read_video(tmp_path / "run.mp4"),
+                                                                           maps.values())]
     switch = sources.index("negative")
     assert 4 <= switch <= min(at_reconnect, 40) and sources == ["clip"] * switch + ["negative"] * (n - switch), sources
     assert n - switch >= 10
