@@ -3,10 +3,11 @@ in-process or as a subprocess, and the one-error-line check."""
 import contextlib
 import importlib
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import NamedTuple
+from typing import List, NamedTuple
 
 import numpy as np
 import pytest
@@ -88,3 +89,18 @@ def small_kite(folder: Path, frames: int = 5, size=(427, 240)) -> tuple:
 def pngs(folder: Path) -> dict:
     """``{name: pixels}`` of the frame PNGs of a run folder."""
     return {p.name: np.array(Image.open(p)) for p in sorted(folder.glob("[0-9]*.png"))}
+
+
+def evaluator_cases(repo_cases: Path, env: str) -> List:
+    """One ``pytest.param`` per case folder of an evaluator's conformance fixtures: those under ``repo_cases``, then
+    those under each folder listed in the environment variable ``env`` (``os.pathsep``-separated); a listed folder
+    that does not exist is a case of its own (``…-MISSING``), so that it fails instead of vanishing."""
+    extra = [p for p in os.environ.get(env, "").split(os.pathsep) if p]
+    params = []
+    for label, root in [("repo", repo_cases)] + [(f"env{i}", Path(p)) for i, p in enumerate(extra)]:
+        if not root.is_dir():
+            params.append(pytest.param(root, id=f"{label}-{root.name}-MISSING"))
+            continue
+        params += [pytest.param(case, id=f"{label}-{case.name}") for case in sorted(p for p in root.iterdir()
+                                                                                   if p.is_dir())]
+    return params

@@ -3,7 +3,8 @@ it, so that no other test's allocations count).
 
 ``python tests/memory_probe.py MODEL FRAMES MASK OUT --at 50,500 [--method persam] [--checkpoint FILE]``: tracks the
 frame folder ``FRAMES`` from the first-frame mask ``MASK`` into the run folder ``OUT`` with the model ``MODEL``
-(random weights unless ``--checkpoint``) on the CPU, on the default path, and prints one JSON line:
+(random weights unless ``--checkpoint``) on the CPU, on the default path, up to the last frame measured, and
+prints one JSON line:
 ``{"rss": {frame index: resident bytes after that frame}, "frames": frames tracked}``.
 """
 from __future__ import annotations
@@ -50,7 +51,8 @@ def main() -> None:
             rss[event.index] = resident_bytes()
 
     model = ModelOptions(args.model, checkpoint=args.checkpoint, device="cpu", random_weights=args.checkpoint is None)
-    run = TrackRun(args.frames, args.mask, args.out, model=model, tracker=TrackerOptions(method=args.method))
+    run = TrackRun(args.frames, args.mask, args.out, max_frames=max(at) + 1, model=model,
+                   tracker=TrackerOptions(method=args.method))
     summary = track(run, on_frame=on_frame)
     print(json.dumps({"rss": rss, "frames": summary.frames}))
 

@@ -51,9 +51,16 @@ def _free_port() -> int:
 
 
 def _listening(pid: int) -> set:
-    """``{(address, port)}`` of the TCP sockets process ``pid`` listens on (from /proc)."""
-    inodes = {os.readlink(f"/proc/{pid}/fd/{fd}")[8:-1] for fd in os.listdir(f"/proc/{pid}/fd")
-              if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:[")}
+    """``{(address, port)}`` of the TCP sockets process ``pid`` listens on (from /proc; a descriptor closed while
+    they are listed is left out)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
     found = set()
     for table in ("tcp", "tcp6"):
         for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:

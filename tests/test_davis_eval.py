@@ -17,6 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
+from conftest import evaluator_cases
 from PIL import Image
 
 from vos.cli.common import run
@@ -35,22 +37,6 @@ TOL = 1e-9
 
 # ----------------------------------------------------------------------------------------------------------------
 # Conformance cases
-
-
-def _fixture_roots() -> list[tuple[str, Path]]:
-    roots = [("repo", REPO_FIXTURES)]
-    extra = [p for p in os.environ.get("VOS_DAVIS_EVAL_FIXTURES", "").split(os.pathsep) if p]
-    roots += [(f"env{i}", Path(p)) for i, p in enumerate(extra)]
-    return roots
-
-
-def _cases():
-    for label, root in _fixture_roots():
-        if not root.is_dir():  # a listed fixture directory that is missing must fail, not vanish
-            yield pytest.param(root, id=f"{label}-{root.name}-MISSING")
-            continue
-        for case in sorted(p for p in root.iterdir() if p.is_dir()):
-            yield pytest.param(case, id=f"{label}-{case.name}")
 
 
 def _load_case(case: Path) -> tuple[dict, Path]:
@@ -93,7 +79,7 @@ def _expected_error_text(spec: dict) -> list[str]:
     return []
 
 
-@pytest.mark.parametrize("case", list(_cases()))
+@pytest.mark.parametrize("case", evaluator_cases(REPO_FIXTURES, "VOS_DAVIS_EVAL_FIXTURES"))
 def test_conformance_case(case: Path, tmp_path: Path):
     spec, gt_root = _load_case(case)
     sequences = spec["sequences"]

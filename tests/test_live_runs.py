@@ -93,8 +93,10 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
 
 def test_a_server_killed_mid_stream(tmp_path, clip):
     """The frames before are complete in every output, each reconnection attempt is logged, the last line says
-    what happened."""
-    with streaming.http_server(clip, loops=20) as server:
+    what happened. The server sends 40 frames, then holds the connection open until it is killed: the run has at
+    most that backlog to track before the loss shows (a server sending on would leave as many frames in the socket
+    buffers as it sent while the run was slower: minutes of tracking on a loaded machine)."""
+    with streaming.http_server(clip, stall_after=40) as server:
         proc = subprocess.Popen([*TRACK, "--video", server.url, "--mask", APPLE_MASK, "--resize-mask",
                                  *map(str, outputs(tmp_path)), "--method", "persam", "--reconnect", "2",
                                  *MODEL_ARGS, "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -102,7 +104,7 @@ def test_a_server_killed_mid_stream(tmp_path, clip):
         try:
             wait_for(tmp_path / "run" / "00003.png", proc)
             server.kill()
-            _, stderr = proc.communicate(timeout=120)
+            _, stderr = proc.communicate(timeout=600)      # 40 frames to track first, on a loaded machine
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -276,10 +278,11 @@ def clip_of(overlay: np.ndarray, label_map: np.ndarray, clips: dict) -> str:
 @pytest.mark.timeout(1500)
 def test_a_live_run_goes_on_after_the_server_is_killed_and_restarted(tmp_path, clip):
     """``tools/track.py`` on an HTTP stream; the server (which sends 40 frames, then holds the connection open: no
-    backlog longer than that to track before the loss shows; fewer would stall the opening, which reads ~30) is killed mid-stream and another one started on the
-    same port, serving the clip's negative: the run reconnects (a warning, no error) and tracks the new stream. The
-    overlay (unblended with the PNG of its frame) shows which stream each output frame came from: the clip, then the
-    negative from the reconnect on, with a PNG, an overlay frame and an RLE line for every one."""
+    backlog longer than that to track before the loss shows; fewer would stall the opening, which reads ~30) is
+    killed mid-stream and another one started on the same port, serving the clip's negative: the run reconnects (a
+    warning, no error) and tracks the new stream. The overlay (unblended with the PNG of its frame) shows which stream
+    each output frame came from: the clip, then the negative from the reconnect on, with a PNG, an overlay frame and an
+    RLE line for every one."""
     negative = streaming.small_clip(APPLE, tmp_path / "negative.mp4", negative=True)
     clips = {"clip": list(read_video(clip)), "negative": list(read_video(negative))}
     err = tmp_path / "stderr.txt"

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import evaluator_cases
 from PIL import Image
 
 import vos.errors
@@ -41,22 +43,6 @@ TOL = 1e-9
 
 # ----------------------------------------------------------------------------------------------------------------
 # Conformance cases
-
-
-def _fixture_roots() -> list[tuple[str, Path]]:
-    roots = [("repo", REPO_CASES)]
-    extra = [p for p in os.environ.get("VOS_MOSEV2_EVAL_FIXTURES", "").split(os.pathsep) if p]
-    roots += [(f"env{i}", Path(p)) for i, p in enumerate(extra)]
-    return roots
-
-
-def _cases():
-    for label, root in _fixture_roots():
-        if not root.is_dir():  # a listed fixture directory that is missing must fail, not vanish
-            yield pytest.param(root, id=f"{label}-{root.name}-MISSING")
-            continue
-        for case in sorted(p for p in root.iterdir() if p.is_dir()):
-            yield pytest.param(case, id=f"{label}-{case.name}")
 
 
 def _check_values(result, values: dict) -> None:
@@ -101,7 +87,7 @@ def _check_printout(result, stdout: str) -> None:
     assert mine[1 + rows:1 + rows + 8] == lines[end + 1:end + 9]
 
 
-@pytest.mark.parametrize("case", list(_cases()))
+@pytest.mark.parametrize("case", evaluator_cases(REPO_CASES, "VOS_MOSEV2_EVAL_FIXTURES"))
 def test_conformance_case(case: Path, tmp_path: Path):
     assert case.is_dir(), f"fixture directory {case} does not exist"
     spec = json.loads((case / "case.json").read_text())

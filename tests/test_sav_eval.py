@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import evaluator_cases
 from PIL import Image
 
 from vos.datasets.sav import SavDataset
@@ -29,21 +31,6 @@ ERRORS = {"EvaluationError": EvaluationError, "DatasetError": DatasetError}
 
 # ----------------------------------------------------------------------------------------------------------------
 # Conformance cases
-
-
-def _fixture_roots() -> list[tuple[str, Path]]:
-    roots = [("repo", REPO_CASES)]
-    extra = [p for p in os.environ.get("VOS_SAV_EVAL_FIXTURES", "").split(os.pathsep) if p]
-    return roots + [(f"env{i}", Path(p)) for i, p in enumerate(extra)]
-
-
-def _cases():
-    for label, root in _fixture_roots():
-        if not root.is_dir():  # a listed fixture directory that is missing must fail, not vanish
-            yield pytest.param(root, id=f"{label}-{root.name}-MISSING")
-            continue
-        for case in sorted(p for p in root.iterdir() if p.is_dir()):
-            yield pytest.param(case, id=f"{label}-{case.name}")
 
 
 def _check_values(result, expected: dict) -> None:
@@ -69,7 +56,7 @@ def _evaluate_and_write(gt: Path, pred: Path, out: Path, **kwargs) -> list[Path]
     return write_outputs(evaluate(gt, pred, **kwargs), out)
 
 
-@pytest.mark.parametrize("case", list(_cases()))
+@pytest.mark.parametrize("case", evaluator_cases(REPO_CASES, "VOS_SAV_EVAL_FIXTURES"))
 def test_conformance_case(case: Path, tmp_path: Path):
     assert case.is_dir(), f"fixture directory {case} does not exist"
     spec = json.loads((case / "case.json").read_text())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -244,8 +245,12 @@ def _kill_after(args, png, timeout=300):
 def test_resume_after_a_kill_gives_identical_outputs(tmp_path, method):
     """A SIGKILLed run resumed with --resume gives the PNGs, RLE and overlay frames of an uninterrupted run, for
     both methods (PerSAM-F, the default, restores its fitted weights); without --resume, or with other settings,
-    the folder is refused and left as it is."""
+    the folder is refused and left as it is. The six frames are played forwards and backwards to 20, so that the
+    kill lands part-way however late the test gets to it on a loaded machine (17 frames to track after 00002.png)."""
     frames, mask = small_kite(tmp_path, 6)
+    order = [0, 1, 2, 3, 4, 5, 4, 3, 2, 1] * 2
+    for i in range(len(order) - 1, 5, -1):
+        shutil.copy(frames / f"{order[i]:05d}.jpg", frames / f"{i:05d}.jpg")
 
     def args(name):
         return ["--video", frames, "--mask", mask, "--out", tmp_path / name, "--overlay", tmp_path / f"{name}.mp4",
@@ -254,7 +259,7 @@ def test_resume_after_a_kill_gives_identical_outputs(tmp_path, method):
     track(*args("full"))
     _kill_after(args("killed"), tmp_path / "killed" / "00002.png")
     written = sorted(p.name for p in (tmp_path / "killed").glob("[0-9]*.png"))
-    assert 3 <= len(written) < 6, written                         # killed part-way
+    assert 3 <= len(written) < 20, written                        # killed part-way
     before = pngs(tmp_path / "killed")
     one_error_line(run_tool("track", *args("killed")), "--resume")
     other = "persam_f" if method == "persam" else "persam"
@@ -264,13 +269,13 @@ def test_resume_after_a_kill_gives_identical_outputs(tmp_path, method):
     assert pngs(tmp_path / "killed").keys() == before.keys()
     track(*args("killed"), "--resume")
     full, resumed = pngs(tmp_path / "full"), pngs(tmp_path / "killed")
-    assert list(full) == list(resumed) == [f"{i:05d}.png" for i in range(6)]
+    assert list(full) == list(resumed) == [f"{i:05d}.png" for i in range(20)]
     for name in full:
         np.testing.assert_array_equal(full[name], resumed[name])
     assert (tmp_path / "full.jsonl").read_text() == (tmp_path / "killed.jsonl").read_text()
     ov_full = [f for f in read_video(tmp_path / "full.mp4")]
     ov_res = [f for f in read_video(tmp_path / "killed.mp4")]
-    assert len(ov_full) == len(ov_res) == 6
+    assert len(ov_full) == len(ov_res) == 20
     assert all(np.array_equal(a, b) for a, b in zip(ov_full, ov_res))
     run = json.loads((tmp_path / "full" / "vos_run.json").read_text())
     assert run["method"] == method and run["model"] == "tiny" and run["kind"] == "track"

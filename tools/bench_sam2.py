@@ -8,10 +8,10 @@ each K in ``--objects`` (1 and 3). Frames are decoded with PIL, as the official 
 
 Speed: one process, one model; per K, both systems step through the frames in turn, the order swapped every frame
 (official: ``next(propagate_in_video(...))``, i.e. the frame's image encoder, every object's tracking step and the
-video-resolution output; vos: ``Tracker.step`` (encoder + tracking) on the frame decoded beforehand). Reported per system:
-median wall time (``time.perf_counter``) and median CPU time (``time.process_time``, all threads) per tracked frame
-(frames 1..N-1, N-1 runs), the mask frame 0 separately, the official ``init_state`` (decodes and normalises the whole
-video up front) separately, and the max |logit difference| of vos's outputs from the official ones.
+video-resolution output; vos: ``Tracker.step`` (encoder + tracking) on the frame decoded beforehand). Reported per
+system: median wall time (``time.perf_counter``) and median CPU time (``time.process_time``, all threads) per tracked
+frame (frames 1..N-1, N-1 runs), the mask frame 0 separately, the official ``init_state`` (decodes and normalises the
+whole video up front) separately, and the max |logit difference| of vos's outputs from the official ones.
 
 Memory: peak RSS after each of ``--rss-frames`` (50, 100, 200) frames, each measurement in its own child process
 (peak RSS only grows within a process): the official child runs ``init_state`` on a JPEG folder of exactly that many

@@ -34,6 +34,18 @@ class AppConfig:
     port: int = 7860
     demo: Path = DEMO_VIDEO
 
+    def check(self) -> None:
+        """Fail before serving on what no page could run: an unknown model, ``bf16`` where the device has no fast
+        bfloat16, an ``out`` folder that cannot be written (each an :class:`~vos.errors.InputError` /
+        :class:`~vos.errors.OutputError` naming the option)."""
+        from vos.models import check_precision, default_device
+        from vos.models.registry import get_spec
+        from vos.runs.folder import check_writable
+
+        get_spec(self.model.name)
+        check_precision(self.model.precision, self.model.device or default_device())
+        check_writable(self.out, "--out")
+
     def model_for(self, name: str) -> ModelOptions:
         """The options of model ``name`` chosen in the page (device, encoder and random weights as the server's)."""
         if name == self.model.name:

@@ -10,7 +10,8 @@ from vos.errors import VosError
 
 
 def serve(config: AppConfig) -> None:
-    """Build the page and serve it until interrupted (a port in use is a :class:`VosError`)."""
+    """Build the page and serve it until interrupted (a port in use is a :class:`VosError`); ``config`` checked
+    beforehand (:meth:`AppConfig.check`)."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     from vos.app.layout import CSS, build, theme
 

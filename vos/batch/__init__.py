@@ -9,7 +9,8 @@ from vos.lazy import lazy_attributes
 ENGINES = ("local", "ray")
 
 _LAZY = {"Job": "vos.batch.jobs", "csv_jobs": "vos.batch.jobs", "davis_jobs": "vos.batch.jobs",
-         "youtube_vos_jobs": "vos.batch.jobs", "video_jobs": "vos.batch.jobs", "BatchRun": "vos.batch.run",
+         "youtube_vos_jobs": "vos.batch.jobs", "video_jobs": "vos.batch.jobs", "JobSource": "vos.batch.sources",
+         "BatchRun": "vos.batch.run",
          "JobResult": "vos.batch.run",
          "Summary": "vos.batch.run", "pending": "vos.batch.run", "run_engine": "vos.batch.engines",
          "run_job": "vos.batch.run", "run_local": "vos.batch.run"}

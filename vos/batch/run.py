@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from vos.batch.jobs import Job
-from vos.errors import OutputError, VosError
+from vos.errors import BatchFailed, OutputError, VosError
 from vos.io.atomic import atomic_write
 from vos.io.paths import is_file
 from vos.runs import RUN_FILE, ModelOptions, RunFolder, TrackRun, is_complete, track
@@ -104,9 +104,27 @@ class Summary:
         writer = csv.DictWriter(text, fieldnames=list(asdict(result)))
         writer.writeheader()
         writer.writerows(rows)
-        atomic_write(self.out / f"{SUMMARY}.csv", lambda f: f.write(text.getvalue()), binary=False)
-        doc = {"videos": rows, "pending": pending, "counts": {s: sum(r["status"] == s for r in rows) for s in STATUSES}}
+        atomic_write(self.path, lambda f: f.write(text.getvalue()), binary=False)
+        doc = {"videos": rows, "pending": pending, "counts": self.counts()}
         atomic_write(self.out / f"{SUMMARY}.json", lambda f: f.write(json.dumps(doc, indent=1) + "\n"), binary=False)
+
+    @property
+    def path(self) -> Path:
+        """The summary's CSV file."""
+        return self.out / f"{SUMMARY}.csv"
+
+    def counts(self) -> Dict[str, int]:
+        """Finished jobs per status (:data:`STATUSES`)."""
+        finished = [r for r in self.results.values() if r is not None]
+        return {status: sum(r.status == status for r in finished) for status in STATUSES}
+
+    def check(self) -> None:
+        """Raise :class:`~vos.errors.BatchFailed` if a job failed: how many of all, the first one's error and where
+        every job's fate is."""
+        failed = [r for r in self.results.values() if r is not None and r.status == "failed"]
+        if failed:
+            raise BatchFailed(f"{len(failed)} of {len(self.results)} video(s) failed, e.g. {failed[0].video}: "
+                              f"{' '.join(failed[0].error.split())} (every video's fate in {self.path})")
 
     @property
     def ok(self) -> bool:

@@ -35,16 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from vos.app import AppConfig
-    from vos.models import check_precision, default_device
-    from vos.models.registry import get_spec
-    from vos.runs.folder import check_writable
-
-    args = build_parser().parse_args(argv)
-    get_spec(args.model)                       # an unknown name fails here, not in the page
-    check_precision(args.precision, args.device or default_device())
-    out = Path(args.out).expanduser()
-    check_writable(out, "--out")
     from vos.app.server import serve
 
-    serve(AppConfig(model_options(args), out, args.host, args.port))
+    args = build_parser().parse_args(argv)
+    config = AppConfig(model_options(args), Path(args.out).expanduser(), args.host, args.port)
+    config.check()
+    serve(config)
     return 0

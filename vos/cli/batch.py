@@ -29,12 +29,12 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 from vos.batch import ENGINES
 from vos.cli.common import (add_model_args, add_reference_args, add_tracker_args, model_options, references,
                             tracker_options)
-from vos.errors import BatchFailed, InputError
+from vos.errors import InputError
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vos batch", description=__doc__,
@@ -125,23 +125,15 @@ def ray_options(args: argparse.Namespace, workers: Optional[int] = None):
     return RayOptions(**{name: value for name, value in values.items() if value is not None})
 
 
-def jobs_of(args: argparse.Namespace) -> List:
-    from vos.batch import csv_jobs, davis_jobs, video_jobs, youtube_vos_jobs
+def job_source(args: argparse.Namespace):
+    """The :class:`~vos.batch.sources.JobSource` of the job options (exactly one given, argparse checks)."""
+    from vos.batch.sources import BENCHMARK_ROOTS, JobSource
 
-    if args.videos:
-        return video_jobs(args.videos)
-    if args.davis_root:
-        sequences = [s.strip() for s in args.sequences.split(",") if s.strip()] if args.sequences else None
-        return davis_jobs(args.davis_root, set=args.set or "val", resolution=args.resolution, sequences=sequences)
-    if args.sequences:
-        raise InputError("--sequences is for --davis-root")
-    for benchmark in ("lvos", "mosev2", "sav"):
-        root = getattr(args, f"{benchmark}_root")
-        if root:
-            from vos.batch.benchmarks import JOBS
-
-            return JOBS[benchmark](Path(root), args.set, None)
-    return youtube_vos_jobs(args.youtube_root, split=args.split) if args.youtube_root else csv_jobs(args.csv)
+    roots = {kind: getattr(args, f"{kind}_root") for kind in ("davis", "youtube", *BENCHMARK_ROOTS)}
+    kind = next((k for k, root in roots.items() if root), None)
+    sequences = tuple(s.strip() for s in args.sequences.split(",") if s.strip()) if args.sequences else None
+    return JobSource(videos=tuple(args.videos or ()), kind=kind, root=roots.get(kind), csv=args.csv, set=args.set,
+                     resolution=args.resolution, sequences=sequences, split=args.split)
 
 
 class BatchBar:
@@ -176,7 +168,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.submission and not args.youtube_root:
         raise InputError("--submission is for --youtube-root (the YouTube-VOS server's zip)")
-    jobs = jobs_of(args)
+    jobs = job_source(args).jobs()
     batch = BatchRun(Path(args.out), tracker=tracker_options(args), model=model_options(args),
                      max_frames=args.max_frames, rle=args.rle, overlay=args.overlay, references=references(args),
                      redetect=args.redetect)
@@ -188,15 +180,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         summary = run_engine(args.engine, jobs, batch, options, on_result=bar)
     finally:
         bar.close()
-    results = [r for r in summary.results.values() if r is not None]
-    counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
-    where = Path(args.out) / "batch_summary.csv"
-    if counts["failed"]:
-        first = next(r for r in results if r.status == "failed")
-        raise BatchFailed(f"{counts['failed']} of {len(jobs)} video(s) failed, e.g. {first.video}: "
-                          f"{' '.join(first.error.split())} (every video's fate in {where})")
+    summary.check()
+    counts = summary.counts()
     print(f"{len(jobs)} video(s) in {args.out}: {counts['done']} tracked, {counts['skipped']} already complete; "
-          f"summary {where}")
+          f"summary {summary.path}")
     if args.submission:
         from vos.batch.layouts import youtube_submission
 

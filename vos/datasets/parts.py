@@ -2,8 +2,8 @@
 
 PASCAL-Part layout (``<root>/Pascal-Part/VOCdevkit/VOC2010/``): ``JPEGImages/<id>.jpg``,
 ``all_obj_part_to_image.json`` (super-category → "object" → object → "part" → PART → {"train": [ids],
-"val": [ids]}) and ``Annotations_Part_json_merged_part_classes/<id>.json`` ("object": [{"name", "bndbox": {xmin, ymin, xmax,
-ymax}, "parts": [{"name", "mask": [RLE with ASCII counts, …]}]}]).
+"val": [ids]}) and ``Annotations_Part_json_merged_part_classes/<id>.json`` ("object": [{"name", "bndbox": {xmin,
+ymin, xmax, ymax}, "parts": [{"name", "mask": [RLE with ASCII counts, …]}]}]).
 
 PACO-Part layout (``<root>/PACO-Part/``): ``coco/<train2017|val2017>/<file>.jpg`` and Matcher's
 ``paco/paco_part_{train,val}.pkl`` ({"cid2img": {class: [{image id: path}]}, "img2anno": {image id: [{"category_id",

@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import math
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Sequence
@@ -26,6 +25,7 @@ from PIL import Image
 
 from vos.datasets.davis import VOID_ID, DavisDataset, DavisSequence
 from vos.errors import EvaluationError, InputError, OutputError
+from vos.eval.pool import ordered_map
 from vos.io.atomic import atomic_write
 from vos.io.paths import is_dir
 
@@ -76,7 +76,7 @@ def _f_from_counts(n_fg: int, n_gt: int, fg_match: int, gt_match: int) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def _roi(union: np.ndarray) -> Optional[tuple[slice, slice]]:
+def roi_of(union: np.ndarray) -> Optional[tuple[slice, slice]]:
     """Rows/cols of the bounding box of ``union`` grown by 1 px (clipped), None if ``union`` is empty. Every boundary
     pixel of a mask inside ``union`` lies in the box, and inside it ``seg2bmap`` equals the whole-image result."""
     x, y, w, h = cv2.boundingRect(union.view(np.uint8))
@@ -86,7 +86,7 @@ def _roi(union: np.ndarray) -> Optional[tuple[slice, slice]]:
     return slice(max(y - 1, 0), min(y + h + 1, rows)), slice(max(x - 1, 0), min(x + w + 1, cols))
 
 
-def _boundary_f_in_roi(gt: np.ndarray, pred: np.ndarray, kernel: np.ndarray) -> float:
+def boundary_f_in_roi(gt: np.ndarray, pred: np.ndarray, kernel: np.ndarray) -> float:
     """F of two ``bool`` masks cropped to their ROI: boundaries outside it are empty and the dilation never needs
     pixels outside it to decide matches inside it, so the counts equal the whole-image ones."""
     b_gt, b_fg = seg2bmap(gt), seg2bmap(pred)
@@ -104,18 +104,18 @@ def object_scores(gt: np.ndarray, pred: np.ndarray, kernel: np.ndarray) -> tuple
     J = |G ∧ S| / |G ∨ S| (1 when both are empty); F = boundary F-measure. Both are computed on the ROI only.
     """
     union = gt | pred
-    roi = _roi(union)
+    roi = roi_of(union)
     if roi is None:
         return 1.0, 1.0
     g, s = gt[roi], pred[roi]
     j = np.count_nonzero(g & s) / np.count_nonzero(union[roi])
-    return j, _boundary_f_in_roi(g, s, kernel)
+    return j, boundary_f_in_roi(g, s, kernel)
 
 
 def boundary_f(gt: np.ndarray, pred: np.ndarray, radius: int) -> float:
     """Boundary F-measure of two ``bool`` H×W masks with a disk tolerance of ``radius`` pixels."""
-    roi = _roi(gt | pred)
-    return 1.0 if roi is None else _boundary_f_in_roi(gt[roi], pred[roi], disk_kernel(radius))
+    roi = roi_of(gt | pred)
+    return 1.0 if roi is None else boundary_f_in_roi(gt[roi], pred[roi], disk_kernel(radius))
 
 
 def frame_scores(gt: np.ndarray, pred: np.ndarray, num_objects: int) -> tuple[list[float], list[float]]:
@@ -302,18 +302,6 @@ def _evaluate_one(job: tuple[DavisSequence, Path]) -> SequenceResult:
     return evaluate_sequence(*job)
 
 
-def _run_jobs(jobs: list[tuple[DavisSequence, Path]], workers: int) -> Iterator[SequenceResult]:
-    """Evaluate in order, in-process for one worker, else in a process pool (results keep the input order)."""
-    if workers == 1 or len(jobs) == 1:
-        yield from map(_evaluate_one, jobs)
-        return
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-        try:
-            yield from pool.map(_evaluate_one, jobs)
-        finally:
-            pool.shutdown(cancel_futures=True)
-
-
 def evaluate_davis(davis_root, results_dir, set: str = "val", sequences: Optional[Sequence[str]] = None,
                    workers: int = 1, progress: bool = True, resolution: str = "480p") -> DavisResult:
     """Evaluate ``<results_dir>/<seq>/<frame>.png`` against a DAVIS 2017 root, as the official semi-supervised tool.
@@ -333,7 +321,7 @@ def evaluate_davis(davis_root, results_dir, set: str = "val", sequences: Optiona
             raise EvaluationError(f"{seq.annotation_dir}: only the first frame is annotated; cannot evaluate")
         check_predictions_exist(results_dir, seq)
     jobs = [(seq, results_dir) for seq in dataset]
-    done = _run_jobs(jobs, workers)
+    done = ordered_map(_evaluate_one, jobs, workers)
     if progress:
         from tqdm import tqdm
 

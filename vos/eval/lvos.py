@@ -20,8 +20,9 @@ Where vos differs (on input the official tool does not score): a missing predict
 print ``<vid> frame <f> not found!`` and exit with status 0 without CSVs (with its default process pool it can
 hang): vos raises :class:`EvaluationError`. A prediction of the wrong size or an RGB PNG crashes it with an
 AssertionError: vos raises ``EvaluationError``. An id that is not an object of the video in the meta, in a frame
-that is read, is silently ignored by the tool: vos rejects it (``EvaluationError``). Metas the tool crashes on raise ``DatasetError``. The
-tool re-uses CSVs it finds in the results folder; vos always recomputes and writes into its own output folder.
+that is read, is silently ignored by the tool: vos rejects it (``EvaluationError``). Metas the tool crashes on
+raise ``DatasetError``. The tool re-uses CSVs it finds in the results folder; vos always recomputes and writes into
+its own output folder.
 
 Arrays: label maps are H×W indexed ``[row, col]``; masks are ``bool`` H×W. No torch import here.
 """
@@ -31,7 +32,6 @@ import csv
 import math
 import warnings
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +43,7 @@ from vos.datasets.lvos import LongVideo, LvosDataset, frame_name
 from vos.datasets.lvos_unseen import UNSEEN_VIDEOS
 from vos.errors import EvaluationError, InputError, OutputError
 from vos.eval.davis import boundary_radius, disk_kernel, object_scores
+from vos.eval.pool import ordered_map
 from vos.io.atomic import atomic_write
 from vos.io.paths import is_dir, is_file
 
@@ -215,18 +216,6 @@ def _evaluate_job(job: tuple) -> VideoResult:
     return evaluate_video(*job)
 
 
-def _run(jobs: list, workers: int) -> Iterator[VideoResult]:
-    """Evaluate in order, in-process for one worker, else in a process pool (results keep the input order)."""
-    if workers == 1 or len(jobs) <= 1:
-        yield from map(_evaluate_job, jobs)
-        return
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-        try:
-            yield from pool.map(_evaluate_job, jobs)
-        finally:
-            pool.shutdown(cancel_futures=True)
-
-
 def evaluate(gt_root: Path, results: Path, set: str | None = None, *, progress: bool = False,
              workers: int = 1) -> LvosResult:
     """Evaluate ``<results>/<vid>/<%08d>.png`` against the LVOS root ``gt_root`` and its ``<set>_meta.json``
@@ -241,7 +230,7 @@ def evaluate(gt_root: Path, results: Path, set: str | None = None, *, progress: 
     for video in dataset:
         check_predictions_exist(results, video)
     jobs = [(video, results) for video in dataset]
-    done = _run(jobs, workers)
+    done = ordered_map(_evaluate_job, jobs, workers)
     if progress:
         from tqdm import tqdm
 

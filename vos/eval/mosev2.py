@@ -55,8 +55,7 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -66,7 +65,8 @@ from PIL import Image
 
 from vos.datasets.mose import MoseDataset, MoseVideo, list_folder
 from vos.errors import DatasetError, EvaluationError, InputError
-from vos.eval.davis import _boundary_f_in_roi, _roi
+from vos.eval.davis import boundary_f_in_roi, roi_of
+from vos.eval.pool import ordered_map
 from vos.io.atomic import atomic_write
 from vos.io.paths import is_dir, kind
 
@@ -100,14 +100,14 @@ def boundary_widths(shape: tuple[int, int], gt_area: int) -> tuple[float, float]
 def object_frame_scores(gt: np.ndarray, pred: np.ndarray) -> tuple[float, float, float]:
     """(J, F_new, F) of two ``bool`` H×W masks of one object (see the module docstring)."""
     union = gt | pred
-    roi = _roi(union)
+    roi = roi_of(union)
     if roi is None:
         return 1.0, 1.0, 1.0
     g, p = gt[roi], pred[roi]
     j = (np.count_nonzero(g & p) + 1) / (np.count_nonzero(union[roi]) + 1)
     r_new, r_old = boundary_widths(gt.shape, np.count_nonzero(g))
-    f_new = _boundary_f_in_roi(g, p, disk_footprint(r_new))
-    f_old = f_new if r_old == r_new else _boundary_f_in_roi(g, p, disk_footprint(r_old))
+    f_new = boundary_f_in_roi(g, p, disk_footprint(r_new))
+    f_old = f_new if r_old == r_new else boundary_f_in_roi(g, p, disk_footprint(r_old))
     return j, f_new, f_old
 
 
@@ -334,18 +334,6 @@ def _evaluate_one(job: tuple[MoseVideo, Path | None]) -> tuple[list[ObjectScores
     return evaluate_video(*job)
 
 
-def _run(jobs: list[tuple[MoseVideo, Path | None]], workers: int) -> Iterator[tuple[list[ObjectScores], float]]:
-    """Evaluate in order: in-process for one worker, else in a process pool (the order is kept)."""
-    if workers == 1 or len(jobs) <= 1:
-        yield from map(_evaluate_one, jobs)
-        return
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-        try:
-            yield from pool.map(_evaluate_one, jobs)
-        finally:
-            pool.shutdown(cancel_futures=True)
-
-
 def evaluate(gt_root: Path, results: Path, set: str | None = None, *, progress: bool = False,
              workers: int = 1) -> Mosev2Result:
     """Evaluate ``<results>/<vid>/<frame>.png`` against a MOSEv2 ground-truth root as the official ``score.py``.
@@ -361,7 +349,7 @@ def evaluate(gt_root: Path, results: Path, set: str | None = None, *, progress: 
     dataset = MoseDataset(gt_root)
     root = prediction_root(Path(results), dataset.names)
     jobs = [(video, prediction_folder(root, video)) for video in dataset]
-    done = _run(jobs, workers)
+    done = ordered_map(_evaluate_one, jobs, workers)
     if progress:
         from tqdm import tqdm
 
@@ -384,7 +372,9 @@ def object_metrics(obj: ObjectScores) -> dict[str, object]:
     if not obj.scored:
         return {"J&F_new": 0.0, "J": 0, "F_new": 0, "disappear_J&F_new": None, "reappear_J&F_new": None, "F": 0,
                 "J&F": 0.0}
-    pair = (lambda a, b: None if a is None else _pct((a + b) / 2))
+    def pair(j: float | None, f: float | None) -> float | None:
+        return None if j is None else _pct((j + f) / 2)
+
     return {"J&F_new": _pct((obj.j + obj.f_new) / 2), "J": _pct(obj.j), "F_new": _pct(obj.f_new),
             "disappear_J&F_new": pair(obj.disappear_j, obj.disappear_f),
             "reappear_J&F_new": pair(obj.reappear_j, obj.reappear_f), "F": _pct(obj.f),

@@ -41,24 +41,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TypeVar
 
 import numpy as np
 
 from vos.datasets.sav import SavDataset, SavObject, SavVideo, read_binary_mask
 from vos.errors import DatasetError, EvaluationError, InputError, OutputError
 from vos.eval.davis import boundary_radius, disk_kernel, object_scores
+from vos.eval.pool import ordered_map
 from vos.io.atomic import atomic_write
 from vos.io.paths import is_dir
 
 RESULTS_FILE = "results.csv"
 GLOBAL_NAME = "Global score"
 
-_Job = TypeVar("_Job")
-_Out = TypeVar("_Out")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -186,18 +183,6 @@ def _evaluate_job(job: tuple) -> SavVideoResult:
     return evaluate_video(*job)
 
 
-def _ordered_map(fn: Callable[[_Job], _Out], jobs: list[_Job], workers: int) -> Iterator[_Out]:
-    """``map(fn, jobs)`` in-process for one worker, else in a process pool (results keep the input order)."""
-    if workers == 1 or len(jobs) <= 1:
-        yield from map(fn, jobs)
-        return
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-        try:
-            yield from pool.map(fn, jobs)
-        finally:
-            pool.shutdown(cancel_futures=True)
-
-
 def evaluate(gt_root: Path, results: Path, set: str | None = None, *, progress: bool = False,
              workers: int = 1) -> SavResult:
     """Evaluate ``<results>/<video>/<object>/<frame>.png`` against an SA-V ground-truth root, as the official tool.
@@ -214,7 +199,7 @@ def evaluate(gt_root: Path, results: Path, set: str | None = None, *, progress: 
     videos = [dataset.video(name) for name in dataset.videos]
     for video in videos:
         check_predictions_exist(video, results)
-    done: Iterator[SavVideoResult] = _ordered_map(_evaluate_job, [(v, results) for v in videos], workers)
+    done: Iterator[SavVideoResult] = ordered_map(_evaluate_job, [(v, results) for v in videos], workers)
     if progress:
         from tqdm import tqdm
 

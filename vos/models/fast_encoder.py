@@ -30,8 +30,8 @@ What changes (segment-anything 1.0 ``modeling/image_encoder.py`` is the referenc
 
 Not changed, because it measured no faster: window partitioning (projecting ``qkv`` on the unpadded grid and padding
 with the ``qkv`` bias instead measured the same as the stock partition, so the stock ``Block`` is kept); the rest of
-the neck (a 3×3 convolution and two ``LayerNorm2d``, ~1 % of a ViT-B frame); MobileSAM's ``TinyViT`` encoder (``vit_t``), see
-:func:`use_fast_encoder`.
+the neck (a 3×3 convolution and two ``LayerNorm2d``, ~1 % of a ViT-B frame); MobileSAM's ``TinyViT`` encoder
+(``vit_t``), see :func:`use_fast_encoder`.
 
 Float32 by default, equal to the stock encoder up to float32 rounding (max |Δ| ≈ 1e-5 on ViT-B embeddings).
 ``precision="bf16"`` runs the attention and MLP blocks' matmuls, the relative-position terms and the fused attention

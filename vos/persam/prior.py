@@ -56,7 +56,7 @@ def reference_cells(features: torch.Tensor, grid: torch.Tensor, what: str = "ref
 
 
 def mean_target(cells: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Training-free PerSAM target (§1.2): raw mean embedding ``1×1×C`` (semantic prompt) and its unit vector ``1×C``."""
+    """Training-free PerSAM target (§1.2): raw mean embedding ``1×1×C`` (semantic prompt), its unit vector ``1×C``."""
     embedding = cells.mean(0).unsqueeze(0)
     return embedding.unsqueeze(0), embedding / embedding.norm(dim=-1, keepdim=True)
 
