@@ -31,9 +31,8 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from vos.batch import ENGINES
-from vos.cli.common import (add_model_args, add_reference_args, add_tracker_args, model_options, references,
-                            tracker_options)
+from vos.cli.common import (add_engine_args, add_model_args, add_reference_args, add_tracker_args, model_options,
+                            ray_options, references, tracker_options)
 from vos.errors import InputError
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,48 +80,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_tracker_args(p)
     add_model_args(p)
     return p
-
-
-def add_engine_args(parser: argparse.ArgumentParser, workers: bool = True) -> None:
-    """``--engine``, ``--address``, ``--workers`` (unless the tool has its own), ``--cpus-per-worker``,
-    ``--gpus-per-worker``, ``--attempts``."""
-    g = parser.add_argument_group("tracking engine (the same outputs with either)")
-    g.add_argument("--engine", choices=ENGINES, default="local",
-                   help="local: one video after another in this process; ray: Ray actors tracking videos in "
-                        "parallel (needs the 'ray' extra). Default: %(default)s")
-    g.add_argument("--address", metavar="A",
-                   help="Ray: a running cluster (auto, host:port, ray://host:10001; vos installed on its nodes); "
-                        "default: start a local cluster on 127.0.0.1 for this run")
-    if workers:
-        g.add_argument("--workers", type=int, default=None, metavar="N",
-                       help="Ray: actors, each tracking one video at a time. Default: 1")
-    g.add_argument("--cpus-per-worker", type=float, metavar="C",
-                   help="Ray: CPUs reserved by each actor, also its torch threads (default: this machine's cores "
-                        "shared out among the workers on a local cluster, 1 on a running one)")
-    g.add_argument("--gpus-per-worker", type=float, default=None, metavar="G",
-                   help="Ray: GPUs reserved by each actor, may be a fraction. Default: 0")
-    g.add_argument("--attempts", type=int, default=None, metavar="K",
-                   help="Ray: actors a video may lose (killed, out of memory) before it is recorded failed; each "
-                        "new one resumes it. Default: 3")
-
-
-def ray_options(args: argparse.Namespace, workers: Optional[int] = None):
-    """The :class:`~vos.batch.ray.RayOptions` of the ``add_engine_args`` options (``workers``: the tool's own
-    count); Ray options with the local engine are an error."""
-    from vos.batch.ray import RayOptions
-
-    given = {"--address": args.address, "--cpus-per-worker": args.cpus_per_worker,
-             "--gpus-per-worker": args.gpus_per_worker, "--attempts": args.attempts}
-    if workers is None:
-        workers, given["--workers"] = args.workers, args.workers
-    if args.engine == "local":
-        named = [flag for flag, value in given.items() if value is not None]
-        if named:
-            raise InputError(f"{named[0]} is an option of --engine ray (the local engine tracks one video after "
-                             f"another in this process)")
-    values = {"address": args.address, "workers": workers, "cpus_per_worker": args.cpus_per_worker,
-              "gpus_per_worker": args.gpus_per_worker, "attempts": args.attempts}
-    return RayOptions(**{name: value for name, value in values.items() if value is not None})
 
 
 def job_source(args: argparse.Namespace):

@@ -7,7 +7,8 @@ import signal
 import sys
 from typing import Callable, Iterator, Optional, Sequence
 
-from vos.errors import VosError
+from vos.batch import ENGINES
+from vos.errors import InputError, VosError
 from vos.trackers.options import DEFAULT_DETECT_THRESHOLD, DEFAULT_LOST_AFTER, DEFAULT_VERIFY_THRESHOLD
 
 EXIT_BAD_INPUT = 2
@@ -139,7 +140,6 @@ def add_reference_args(parser: argparse.ArgumentParser) -> None:
 
 def references(args: argparse.Namespace) -> tuple:
     """The :class:`~vos.runs.options.ReferencePhoto` s of ``add_reference_args``: one mask per photo."""
-    from vos.errors import InputError
     from vos.runs.options import ReferencePhoto
 
     if len(args.ref_image) != len(args.ref_mask):
@@ -192,3 +192,65 @@ class FrameBar:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
+
+
+def add_engine_args(parser: argparse.ArgumentParser, workers: bool = True) -> None:
+    """``--engine``, ``--address``, ``--workers`` (unless the tool has its own), ``--cpus-per-worker``,
+    ``--gpus-per-worker``, ``--attempts``."""
+    g = parser.add_argument_group("tracking engine (the same outputs with either)")
+    g.add_argument("--engine", choices=ENGINES, default="local",
+                   help="local: one video after another in this process; ray: Ray actors tracking videos in "
+                        "parallel (needs the 'ray' extra). Default: %(default)s")
+    g.add_argument("--address", metavar="A",
+                   help="Ray: a running cluster (auto, host:port, ray://host:10001; vos installed on its nodes); "
+                        "default: start a local cluster on 127.0.0.1 for this run")
+    if workers:
+        g.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="Ray: actors, each tracking one video at a time. Default: 1")
+    g.add_argument("--cpus-per-worker", type=float, metavar="C",
+                   help="Ray: CPUs reserved by each actor, also its torch threads (default: this machine's cores "
+                        "shared out among the workers on a local cluster, 1 on a running one)")
+    g.add_argument("--gpus-per-worker", type=float, default=None, metavar="G",
+                   help="Ray: GPUs reserved by each actor, may be a fraction. Default: 0")
+    g.add_argument("--attempts", type=int, default=None, metavar="K",
+                   help="Ray: actors a video may lose (killed, out of memory) before it is recorded failed; each "
+                        "new one resumes it. Default: 3")
+
+
+def ray_options(args: argparse.Namespace, workers: Optional[int] = None):
+    """The :class:`~vos.batch.ray.RayOptions` of the ``add_engine_args`` options (``workers``: the tool's own
+    count); Ray options with the local engine are an error."""
+    from vos.batch.ray import RayOptions
+
+    given = {"--address": args.address, "--cpus-per-worker": args.cpus_per_worker,
+             "--gpus-per-worker": args.gpus_per_worker, "--attempts": args.attempts}
+    if workers is None:
+        workers, given["--workers"] = args.workers, args.workers
+    if args.engine == "local":
+        named = [flag for flag, value in given.items() if value is not None]
+        if named:
+            raise InputError(f"{named[0]} is an option of --engine ray (the local engine tracks one video after "
+                             f"another in this process)")
+    values = {"address": args.address, "workers": workers, "cpus_per_worker": args.cpus_per_worker,
+              "gpus_per_worker": args.gpus_per_worker, "attempts": args.attempts}
+    return RayOptions(**{name: value for name, value in values.items() if value is not None})
+
+
+def add_run_mode(parser: argparse.ArgumentParser, title: str, help: str) -> argparse._ArgumentGroup:
+    """An evaluation command's ``--run`` mode (track the benchmark first, then evaluate): the flag in a group
+    described by ``title`` (returned, for the mode's own options), then the engine, tracker and model options it
+    tracks with."""
+    group = parser.add_argument_group(title)
+    group.add_argument("--run", action="store_true", help=help)
+    add_engine_args(parser, workers=False)
+    add_tracker_args(parser)
+    add_model_args(parser)
+    return group
+
+
+def print_results(table: str, written: Sequence) -> None:
+    """An evaluation's table, then one ``wrote PATH`` line per file written."""
+    print(table)
+    print()
+    for path in written:
+        print(f"wrote {path}")

@@ -5,8 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from vos.cli.batch import add_engine_args, ray_options
-from vos.cli.common import add_model_args, add_tracker_args, model_options, tracker_options
+from vos.cli.common import add_run_mode, model_options, print_results, ray_options, tracker_options
 from vos.eval.davis import evaluate_and_write, format_table
 
 
@@ -40,14 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "choice)")
     parser.add_argument("--no-progress", action="store_true",
                         help="do not show the progress bar (it is only shown when stderr is a terminal)")
-    run = parser.add_argument_group(
-        "--run mode: track every sequence first (palette PNGs in --out/<sequence>/, complete sequences skipped, "
-        "partial ones resumed; settings in --out/vos_run.json, each video's fate in --out/batch_summary.csv), then "
-        "evaluate --out")
-    run.add_argument("--run", action="store_true", help="run the tracker on the set, then evaluate")
-    add_engine_args(parser, workers=False)
-    add_tracker_args(parser)
-    add_model_args(parser)
+    add_run_mode(parser, "--run mode: track every sequence first (palette PNGs in --out/<sequence>/, complete "
+                         "sequences skipped, partial ones resumed; settings in --out/vos_run.json, each video's fate "
+                         "in --out/batch_summary.csv), then evaluate --out",
+                 help="run the tracker on the set, then evaluate")
     return parser
 
 
@@ -73,8 +68,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     result, written = evaluate_and_write(Path(args.davis_root), results, Path(args.out) if args.out else results,
                                          set=args.set, sequences=sequences, workers=args.workers,
                                          resolution=args.resolution, progress=not args.no_progress)
-    print(format_table(result))
-    print()
-    for path in written:
-        print(f"wrote {path}")
+    print_results(format_table(result), written)
     return 0

@@ -6,8 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from vos.cli.batch import add_engine_args, ray_options
-from vos.cli.common import add_model_args, add_tracker_args, model_options, tracker_options
+from vos.cli.common import add_run_mode, model_options, print_results, ray_options, tracker_options
 from vos.eval.benchmarks import BENCHMARKS
 
 OUTPUTS = {"lvos": "global_results-<set>.csv, per-sequence_results-<set>.csv", "sav": "results.csv",
@@ -37,17 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="processes scoring videos in parallel (the numbers do not depend on it); with --run "
                              "--engine ray also the Ray actors. Default: %(default)s")
     parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
-    run = parser.add_argument_group(
-        "--run mode: track every video of the benchmark first (each object added on its own first annotated frame; "
-        "SA-V: every 24 fps frame tracked, each object's own mask kept), write the predictions in the layout the "
-        "evaluator reads, then score them")
-    run.add_argument("--run", action="store_true", help="track the benchmark, then evaluate")
+    run = add_run_mode(parser, "--run mode: track every video of the benchmark first (each object added on its own "
+                               "first annotated frame; SA-V: every 24 fps frame tracked, each object's own mask "
+                               "kept), write the predictions in the layout the evaluator reads, then score them",
+                       help="track the benchmark, then evaluate")
     run.add_argument("--frames", metavar="F",
                      help="the frame root (LVOS, MOSEv2: GT/JPEGImages; SA-V: JPEGImages_24fps beside GT). "
                           "Default: there")
-    add_engine_args(parser, workers=False)
-    add_tracker_args(parser)
-    add_model_args(parser)
     return parser
 
 
@@ -76,8 +71,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         results = Path(args.results)
     result, written = benchmark.evaluate_and_write(Path(args.gt_root), results, out, set=args.set,
                                                    progress=not args.no_progress, workers=args.workers)
-    print(benchmark.table(result))
-    print()
-    for path in written:
-        print(f"wrote {path}")
+    print_results(benchmark.table(result), written)
     return 0
